@@ -1,0 +1,1 @@
+"""Sample-quality evaluation: metrics over feature sets, feature networks, reference statistics."""
