@@ -1,0 +1,180 @@
+"""Command line: argument parsing only; every command calls a library function."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ddpm.train.configio import ConfigError, apply_override, merge, parse_override, read_toml
+
+DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h)?\s*$")
+
+
+class UsageError(ValueError):
+    """Bad command-line usage: printed as one line, exit status 2."""
+
+
+def parse_duration(text: str) -> float:
+    """``90`` / ``90s`` → 90.0, ``10m`` → 600.0, ``1.5h`` → 5400.0 seconds."""
+    match = DURATION.match(text)
+    if not match:
+        raise UsageError(f"--time {text!r} is not a duration; use e.g. 300, 90s, 10m or 1.5h")
+    value, unit = float(match.group(1)), match.group(2) or "s"
+    return value * {"s": 1, "m": 60, "min": 60, "h": 3600}[unit]
+
+
+def build_train_config(args: argparse.Namespace) -> Any:
+    """Preset (or the stored config of a run being resumed) ← --config ← --set ← flags."""
+    from ddpm.train.config import config_from_dict, config_to_dict
+    from ddpm.train.presets import get_preset, preset_for_data, with_data
+
+    stored = Path(args.out) / "config.toml"
+    if args.resume and stored.is_file() and not args.preset:
+        data = read_toml(stored)
+    else:
+        preset = get_preset(args.preset or preset_for_data(args.data))
+        data = config_to_dict(with_data(preset, args.data))
+        if args.data_root:
+            data["data"]["root"] = args.data_root
+    if args.config:
+        data = merge(data, read_toml(args.config))
+    for assignment in args.set or []:
+        path, value = parse_override(assignment)
+        apply_override(data, path, value)
+    flags = {
+        ("run", "steps"): args.steps,
+        ("run", "batch_size"): args.batch_size,
+        ("run", "seed"): args.seed,
+        ("run", "device"): args.device,
+        ("run", "time_budget_s"): parse_duration(args.time) if args.time else None,
+    }
+    for path, value in flags.items():
+        if value is not None:
+            apply_override(data, list(path), value)
+    return config_from_dict(data)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ddpm.train.run import train
+
+    config = build_train_config(args)
+    result = train(config, args.out, resume=args.resume, overwrite=args.overwrite, force=args.force)
+    print(
+        f"trained {result.step} steps in {result.seconds:.0f}s"
+        f"{' (stopped early)' if result.stopped_early else ''}; "
+        f"samples: {Path(args.out) / 'samples' / 'final.png'}"
+    )
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from ddpm.sampling_cli import sample_to_files
+
+    written = sample_to_files(
+        args.path,
+        n=args.n,
+        sampler=args.sampler,
+        steps=args.steps,
+        eta=args.eta,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        out=args.out,
+        gif=args.gif,
+        weights=args.weights,
+        device=args.device,
+    )
+    for path in written:
+        print(path)
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ddpm", description="Denoising diffusion probabilistic models: train, sample, evaluate."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser(
+        "train",
+        help="train a model on a data set",
+        description=(
+            "Train a diffusion model (DDPM Algorithm 1). Without --preset the data set's own preset is used: "
+            "--data digits trains the 'digits' preset. Precedence: preset < --config < --set < flags."
+        ),
+    )
+    train.add_argument(
+        "--data",
+        default="digits",
+        metavar="SPEC",
+        help="digits (default, offline), mnist[:DIR], fashion-mnist[:DIR], cifar10[:DIR], "
+        "folder:PATH, swissroll, moons, gaussians8",
+    )
+    train.add_argument("--preset", help="swissroll, digits, mnist, cifar10, celebahq256")
+    train.add_argument("--config", metavar="FILE.toml", help="TOML file of config values")
+    train.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override one config value, e.g. --set optim.lr=1e-3 (repeatable)",
+    )
+    train.add_argument("--steps", type=int, help="optimizer steps")
+    train.add_argument("--batch-size", type=int, help="images per step")
+    train.add_argument("--time", metavar="DURATION", help="stop cleanly after this long, e.g. 10m")
+    train.add_argument("--out", default=None, metavar="RUN_DIR", help="run directory (default runs/<data>)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out")
+    train.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+    train.add_argument("--force", action="store_true", help="resume even if config or data changed")
+    train.add_argument("--seed", type=int, help="run seed")
+    train.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    train.add_argument(
+        "--data-root", help="folder for downloads and caches (default $DDPM_DATA or ~/.cache/ddpm)"
+    )
+    train.set_defaults(func=cmd_train)
+
+    sample = commands.add_parser(
+        "sample",
+        help="draw samples from a trained model",
+        description=(
+            "Draw samples from a run directory or checkpoint folder into a PNG grid or an .npz file."
+        ),
+    )
+    sample.add_argument("path", metavar="RUN_DIR|CHECKPOINT")
+    sample.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
+    sample.add_argument("--sampler", default="ddim", help="ddpm (Algorithm 2) or ddim (default)")
+    sample.add_argument("--steps", type=int, help="sampler steps (default: ddpm 1000, ddim 50)")
+    sample.add_argument(
+        "--eta", type=float, default=0.0, help="DDIM η: 0 deterministic, 1 ancestral variance"
+    )
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--batch-size", type=int, default=256)
+    sample.add_argument("--out", default="samples.png", metavar="FILE.png|FILE.npz")
+    sample.add_argument("--gif", metavar="FILE.gif", help="also write an animation of the reverse process")
+    sample.add_argument("--weights", default="ema", choices=("ema", "raw"))
+    sample.add_argument("--device", default="auto")
+    sample.set_defaults(func=cmd_sample)
+    return parser  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from ddpm.train.checkpoint import CheckpointError
+
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    if args.command == "train" and args.out is None:
+        args.out = str(Path("runs") / args.data.split(":", 1)[0])
+    try:
+        return args.func(args)
+    except (UsageError, ConfigError, CheckpointError, ValueError, FileNotFoundError) as err:
+        print(f"ddpm {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ddpm: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

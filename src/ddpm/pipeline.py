@@ -1,0 +1,143 @@
+"""The notebook API: load a trained run, draw samples, get tensors or PIL images.
+
+import ddpm
+model = ddpm.load("runs/digits")
+images = model.sample(16, sampler="ddim", steps=50)   # float tensor in [-1, 1]
+ddpm.to_pil(images)[0]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor, nn
+
+from ddpm.diffusion import NoiseSchedule, make_schedule
+from ddpm.diffusion.samplers import SAMPLERS, SampleResult, sample_seeds
+from ddpm.nets import build_net
+from ddpm.train.checkpoint import CheckpointError, latest_valid_checkpoint, load_checkpoint
+from ddpm.train.config import TrainConfig, config_from_dict
+
+
+@dataclass
+class DiffusionModel:
+    """A denoiser network with its schedule and declared parameterization."""
+
+    net: nn.Module
+    schedule: NoiseSchedule
+    parameterization: str
+    sample_shape: tuple[int, ...]  # (C, H, W) for images, (2,) for points
+    kind: str  # "images" or "points"
+    config: TrainConfig | None = None
+    step: int = 0  # training steps behind these weights
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+    def sample_with_result(
+        self,
+        n: int,
+        *,
+        sampler: str = "ddim",
+        steps: int | None = None,
+        seed: int = 0,
+        batch_size: int = 256,
+        clip_x0: float | None = None,
+        progress: Callable[[int], None] | None = None,
+        **sampler_options: Any,
+    ) -> list[SampleResult]:
+        """Draw ``n`` samples in batches; image i depends only on (seed, i), not on batch_size."""
+        if sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {sampler!r}; allowed: {', '.join(SAMPLERS)}")
+        if n < 1 or batch_size < 1:
+            raise ValueError(f"n={n} and batch_size={batch_size} must both be ≥ 1")
+        if clip_x0 is None and self.kind == "images":
+            clip_x0 = 1.0  # images live in [-1, 1]
+        if steps is not None:
+            sampler_options["steps"] = steps
+        seeds = sample_seeds(seed, n)
+        results = []
+        self.net.eval()
+        with torch.inference_mode():
+            for start in range(0, n, batch_size):
+                batch_seeds = seeds[start : start + batch_size]
+                result = SAMPLERS[sampler](
+                    self.net,
+                    self.schedule,
+                    (len(batch_seeds), *self.sample_shape),
+                    parameterization=self.parameterization,
+                    seeds=batch_seeds,
+                    device=self.device,
+                    clip_x0=clip_x0,
+                    **sampler_options,
+                )
+                results.append(result)
+                if progress is not None:
+                    progress(len(batch_seeds))
+        return results
+
+    def sample(self, n: int, **options: Any) -> Tensor:
+        """``n`` samples on the CPU: images in [-1, 1] (N, C, H, W) or points (N, 2)."""
+        return torch.cat([r.samples.cpu() for r in self.sample_with_result(n, **options)])
+
+
+def build_model(config: TrainConfig, sample_shape: Sequence[int], kind: str) -> DiffusionModel:
+    """An untrained model for ``config`` (useful as a baseline)."""
+    return DiffusionModel(
+        net=build_net(config.model),
+        schedule=make_schedule(config.diffusion.schedule, config.diffusion.num_steps),
+        parameterization=config.diffusion.parameterization,
+        sample_shape=tuple(sample_shape),
+        kind=kind,
+        config=config,
+    )
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A run directory (→ its newest valid checkpoint) or a checkpoint folder."""
+    path = Path(path)
+    if (path / "manifest.json").is_file():
+        return path
+    if (path / "checkpoints").is_dir():
+        found = latest_valid_checkpoint(path)
+        if found is None:
+            raise CheckpointError(f"run directory {path} has no complete checkpoint yet")
+        return found
+    raise CheckpointError(f"{str(path)!r} is neither a run directory nor a checkpoint folder")
+
+
+def load(path: str | Path, *, weights: str = "ema", device: str | torch.device = "cpu") -> DiffusionModel:
+    """Load a run directory or checkpoint folder; ``weights`` is ``ema`` (default) or ``raw``."""
+    if weights not in ("ema", "raw"):
+        raise ValueError(f"weights={weights!r} is not allowed; choose ema or raw")
+    checkpoint = load_checkpoint(resolve_checkpoint(path), with_optimizer=False)
+    config = config_from_dict(checkpoint.meta["config"])
+    model = build_model(config, checkpoint.meta["sample_shape"], checkpoint.meta["kind"])
+    model.net.load_state_dict(checkpoint.ema if weights == "ema" else checkpoint.model)
+    model.net.to(device).eval()
+    model.step = checkpoint.step
+    return model
+
+
+def to_uint8(images: Tensor) -> np.ndarray:
+    """[-1, 1] (N, C, H, W) → uint8 (N, H, W, C), rounding to the nearest level."""
+    scaled = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return scaled.permute(0, 2, 3, 1).numpy()
+
+
+def to_pil(images: Tensor) -> list[Image.Image]:
+    """[-1, 1] (N, C, H, W) → PIL images (mode L or RGB)."""
+    array = to_uint8(images)
+    return [Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a) for a in array]
+
+
+def grid_rows(n: int) -> int:
+    return max(1, math.isqrt(n - 1) + 1) if n > 1 else 1

@@ -1,0 +1,132 @@
+"""Training configuration: frozen dataclasses, one comment per field, TOML in and out.
+
+A run is described by :class:`TrainConfig`; a preset is a named TrainConfig, nothing more.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ddpm.nets import MLPConfig, UNetConfig
+from ddpm.train.configio import ConfigError, coerce, from_dict, to_dict
+
+ModelConfig = UNetConfig | MLPConfig
+MODEL_KINDS: dict[str, type] = {"unet": UNetConfig, "mlp": MLPConfig}
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    spec: str = "digits"  # data spec: digits, mnist[:DIR], cifar10[:DIR], folder:PATH, swissroll, …
+    root: str = ""  # data root for downloads and caches; "" → $DDPM_DATA or ~/.cache/ddpm
+    image_size: int = 0  # resize + center-crop folders to this size; 0 → the data set's own size
+    channels: int = 0  # 1 (grayscale) or 3 (RGB) for folders; 0 → the data set's own channels
+    random_flip: bool = False  # random horizontal flips of training batches (DDPM used them on CIFAR-10)
+    num_points: int = 20000  # size of generated 2-D point sets
+
+    def __post_init__(self) -> None:
+        if self.image_size < 0:
+            raise ValueError(f"data.image_size={self.image_size} must be ≥ 0 (0 = native size)")
+        if self.channels not in (0, 1, 3):
+            raise ValueError(f"data.channels={self.channels} must be 0 (native), 1 or 3")
+        if self.num_points < 1:
+            raise ValueError(f"data.num_points={self.num_points} must be ≥ 1")
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    schedule: Literal["linear", "cosine", "sigmoid"] = "linear"  # β schedule (DDPM: linear 1e-4 → 0.02)
+    num_steps: int = 1000  # T, the number of forward steps
+    parameterization: Literal["eps", "x0", "v"] = "eps"  # what the network predicts (DDPM: ε)
+    min_snr_gamma: float = 0.0  # min-SNR-γ loss weighting (Hang et al. 2023); 0 → off (eq. 14, unweighted)
+
+    def __post_init__(self) -> None:
+        if self.num_steps < 1:
+            raise ValueError(f"diffusion.num_steps={self.num_steps} must be ≥ 1")
+        if self.min_snr_gamma < 0:
+            raise ValueError(f"diffusion.min_snr_gamma={self.min_snr_gamma} must be ≥ 0 (0 = off)")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 2e-4  # peak learning rate of AdamW (DDPM: 2e-4 on CIFAR-10)
+    warmup_steps: int = 5000  # linear learning-rate warm-up from 0 (DDPM: 5000)
+    lr_schedule: Literal["constant", "cosine"] = "constant"  # after warm-up (DDPM: constant)
+    weight_decay: float = 0.0  # AdamW decoupled weight decay (DDPM: none)
+    beta1: float = 0.9  # Adam β₁
+    beta2: float = 0.999  # Adam β₂
+    grad_clip_norm: float = 1.0  # clip the global gradient norm to this (DDPM: 1.0); 0 → off
+    ema_decay: float = 0.9999  # EMA decay of the weights (DDPM: 0.9999) ...
+    ema_warmup: bool = True  # ... capped at (1 + step)/(10 + step) so short runs still average sensibly
+
+    def __post_init__(self) -> None:
+        if not self.lr > 0:
+            raise ValueError(f"optim.lr={self.lr} must be > 0")
+        if self.warmup_steps < 0:
+            raise ValueError(f"optim.warmup_steps={self.warmup_steps} must be ≥ 0")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"optim.ema_decay={self.ema_decay} must be in [0, 1)")
+        for name in ("beta1", "beta2"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"optim.{name}={getattr(self, name)} must be in [0, 1)")
+        if self.weight_decay < 0 or self.grad_clip_norm < 0:
+            raise ValueError("optim.weight_decay and optim.grad_clip_norm must be ≥ 0")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    steps: int = 800_000  # optimizer steps to train for (DDPM CIFAR-10: 800k)
+    batch_size: int = 128  # images per optimizer step (DDPM: 128)
+    time_budget_s: float = 0.0  # stop cleanly (with a checkpoint) after this many seconds; 0 → no limit
+    seed: int = 0  # seeds data order, noise, dropout and preview samples
+    device: str = "auto"  # auto (cuda if available), cpu, cuda, cuda:N
+    log_every: int = 50  # steps between log.jsonl lines
+    sample_every: int = 5000  # steps between preview grids in samples/; 0 → only at the end
+    checkpoint_every: int = 5000  # steps between checkpoints; 0 → only at the end
+    keep_last: int = 2  # checkpoints kept on disk (the newest)
+    preview_images: int = 64  # images in each preview grid
+    preview_sampler: Literal["ddpm", "ddim"] = "ddim"  # sampler for previews
+    preview_steps: int = 100  # sampler steps for previews
+    num_threads: int = 0  # torch CPU threads; 0 → torch's default
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "log_every", "keep_last", "preview_images", "preview_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"run.{name}={getattr(self, name)} must be ≥ 1")
+        for name in ("sample_every", "checkpoint_every", "num_threads", "time_budget_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"run.{name}={getattr(self, name)} must be ≥ 0")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ValueError(f"run.device={self.device!r} is not allowed; choose auto, cpu, cuda or cuda:N")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)  # what to learn
+    model: ModelConfig = field(default_factory=UNetConfig)  # the denoiser network
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)  # forward process and objective
+    optim: OptimConfig = field(default_factory=OptimConfig)  # optimizer, schedule, EMA
+    run: RunConfig = field(default_factory=RunConfig)  # length, logging, checkpoints, device
+
+
+def model_kind(model: ModelConfig) -> str:
+    return "mlp" if isinstance(model, MLPConfig) else "unet"
+
+
+def config_to_dict(config: TrainConfig) -> dict[str, Any]:
+    """Nested dict for TOML; the model table carries ``kind``."""
+    data = to_dict(config)
+    data["model"] = {"kind": model_kind(config.model), **data["model"]}
+    return data
+
+
+def config_from_dict(data: dict[str, Any]) -> TrainConfig:
+    """Inverse of :func:`config_to_dict`; unknown keys, wrong types and bad values raise ConfigError."""
+    data = dict(data)
+    model = dict(data.pop("model", {}))
+    kind = model.pop("kind", "unet")
+    if kind not in MODEL_KINDS:
+        raise ConfigError(f"model.kind={kind!r} is not allowed; choose one of {', '.join(MODEL_KINDS)}")
+    config = from_dict(TrainConfig, {k: v for k, v in data.items()})
+    return dataclasses.replace(config, model=coerce(MODEL_KINDS[kind], model, "model"))

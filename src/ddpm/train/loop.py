@@ -1,0 +1,188 @@
+"""The training loop: Algorithm 1 of DDPM with AdamW, warm-up, gradient clipping and EMA."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ddpm.data import Dataset
+from ddpm.diffusion import make_schedule
+from ddpm.diffusion.losses import DiffusionLoss
+from ddpm.nets import build_net
+from ddpm.train.checkpoint import assert_finite, load_checkpoint, optimizer_from_tensors, save_checkpoint
+from ddpm.train.config import TrainConfig, config_to_dict
+from ddpm.train.data_order import EpochOrder, mix_seed
+from ddpm.train.ema import EMA
+from ddpm.train.progress import Progress
+from ddpm.train.signals import StopRequests
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int  # optimizer steps completed
+    stopped_early: bool  # by a signal or the time budget
+    final_loss: float  # mean loss of the last logging interval
+    seconds: float  # wall time of this invocation
+
+
+def lr_factor(step: int, config: TrainConfig) -> float:
+    """Linear warm-up to the peak rate (DDPM: 5000 steps), then constant or cosine to zero."""
+    opt = config.optim
+    warm = min(1.0, (step + 1) / opt.warmup_steps) if opt.warmup_steps else 1.0
+    if opt.lr_schedule == "cosine":
+        progress = min(1.0, max(0.0, (step - opt.warmup_steps) / max(1, config.run.steps - opt.warmup_steps)))
+        return warm * 0.5 * (1 + math.cos(math.pi * progress))
+    return warm
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {name} was asked for but this torch build sees no CUDA device; use cpu")
+    return torch.device(name)
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    opt = config.optim
+    fast = {"fused": True} if device.type == "cuda" else {"foreach": True}
+    return torch.optim.AdamW(
+        model.parameters(), lr=opt.lr, betas=(opt.beta1, opt.beta2), weight_decay=opt.weight_decay, **fast
+    )
+
+
+def train_loop(
+    config: TrainConfig,
+    dataset: Dataset,
+    run_dir: Path,
+    *,
+    resume_from: Path | None = None,
+    stop: StopRequests | None = None,
+    previews: Any = None,
+) -> TrainResult:
+    """Train ``config`` on ``dataset`` into ``run_dir`` (which must already hold config.toml).
+
+    ``previews(step, ema_model)`` draws preview samples, when given.
+    """
+    started = time.perf_counter()
+    run = config.run
+    device = resolve_device(run.device)
+    if run.num_threads:
+        torch.set_num_threads(run.num_threads)
+    torch.manual_seed(run.seed)  # initial weights
+    model = build_net(config.model).to(device)
+    if dataset.kind == "images":
+        model = model.to(memory_format=torch.channels_last)
+    ema = EMA(model, config.optim.ema_decay, config.optim.ema_warmup)
+    optimizer = build_optimizer(model, config, device)
+    schedule = make_schedule(config.diffusion.schedule, config.diffusion.num_steps)
+    loss_fn = DiffusionLoss(
+        schedule, config.diffusion.parameterization, config.diffusion.min_snr_gamma or None
+    )
+    order = EpochOrder(len(dataset), run.batch_size, run.seed)
+    step = 0
+    if resume_from is not None:
+        checkpoint = load_checkpoint(resume_from)
+        model.load_state_dict(checkpoint.model)
+        ema.model.load_state_dict(checkpoint.ema)
+        ema.num_updates = int(checkpoint.meta["ema_updates"])
+        optimizer.load_state_dict(optimizer_from_tensors(checkpoint.optimizer, checkpoint.meta["optimizer"]))
+        step = checkpoint.step
+
+    def save(at_step: int) -> None:
+        model_state, ema_state = model.state_dict(), ema.model.state_dict()
+        assert_finite(model_state, "model weights")
+        assert_finite(ema_state, "EMA weights")
+        save_checkpoint(
+            run_dir,
+            at_step,
+            model=model_state,
+            ema=ema_state,
+            optimizer=optimizer.state_dict(),
+            meta={
+                "config": config_to_dict(config),
+                "data_fingerprint": dataset.fingerprint,
+                "sample_shape": list(dataset.sample_shape),
+                "kind": dataset.kind,
+                "ema_updates": ema.num_updates,
+                "torch": torch.__version__,
+            },
+            keep_last=run.keep_last,
+        )
+
+    log_path = run_dir / "log.jsonl"
+    progress = Progress(total=run.steps, initial=step, batch_size=run.batch_size)
+    interval_loss = torch.zeros((), device=device)
+    interval_steps, interval_start, skipped = 0, time.perf_counter(), 0
+    last_loss, stopped_early = float("nan"), False
+    model.train()
+    while step < run.steps:
+        generator = torch.Generator(device=device).manual_seed(mix_seed(run.seed, step))
+        torch.manual_seed(mix_seed(run.seed, step, 0xD0))  # dropout
+        x0 = dataset.batch(order.batch_indices(step), device=device)
+        if config.data.random_flip:
+            flip = torch.rand(x0.shape[0], device=device, generator=generator) < 0.5
+            x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
+        if dataset.kind == "images":
+            x0 = x0.contiguous(memory_format=torch.channels_last)
+        for group in optimizer.param_groups:
+            group["lr"] = config.optim.lr * lr_factor(step, config)
+
+        loss = loss_fn(model, x0, generator=generator).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        clip = config.optim.grad_clip_norm or float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip, foreach=True)
+        if not torch.isfinite(grad_norm):  # a NaN/Inf step is skipped, never applied
+            skipped += 1
+            step += 1
+            continue
+        optimizer.step()
+        ema.update(model)
+        step += 1
+        interval_loss += loss.detach()
+        interval_steps += 1
+
+        if step % run.log_every == 0 or step == run.steps:
+            now = time.perf_counter()
+            last_loss = (interval_loss / max(1, interval_steps)).item()
+            record = {
+                "step": step,
+                "loss": last_loss,
+                "lr": optimizer.param_groups[0]["lr"],
+                "grad_norm": float(grad_norm),
+                "img_per_s": interval_steps * run.batch_size / max(now - interval_start, 1e-9),
+                "time_s": now - started,
+                "epoch": order.epoch_of(step),
+                "skipped_steps": skipped,
+            }
+            with log_path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+            progress.update(step, record)
+            interval_loss.zero_()
+            interval_steps, interval_start = 0, now
+        if run.checkpoint_every and step % run.checkpoint_every == 0 and step < run.steps:
+            save(step)
+        if previews is not None and run.sample_every and step % run.sample_every == 0 and step < run.steps:
+            previews(step, ema.model)
+            model.train()
+        out_of_time = run.time_budget_s and time.perf_counter() - started >= run.time_budget_s
+        if out_of_time or (stop is not None and stop.requested):
+            stopped_early = True
+            progress.write(
+                f"stopping at step {step}: " + ("time budget reached" if out_of_time else stop.reason)
+            )
+            break
+    progress.close()
+    save(step)
+    if previews is not None:
+        previews(step, ema.model, final=True)
+    return TrainResult(run_dir, step, stopped_early, last_loss, time.perf_counter() - started)

@@ -1,0 +1,107 @@
+"""Named training configurations. A preset is a TrainConfig, nothing more.
+
+Costs on a 2-core laptop CPU are measured in BENCHMARKS.md / RESULTS.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from ddpm.nets import UNET_PRESETS, MLPConfig
+from ddpm.train.config import DataConfig, DiffusionConfig, OptimConfig, RunConfig, TrainConfig
+
+
+def _swissroll() -> TrainConfig:
+    return TrainConfig(
+        data=DataConfig(spec="swissroll"),
+        model=MLPConfig(dim=2, hidden_dim=128, num_layers=4),
+        diffusion=DiffusionConfig(schedule="linear", num_steps=1000),
+        optim=OptimConfig(lr=1e-3, warmup_steps=100, ema_decay=0.995),
+        run=RunConfig(steps=3000, batch_size=256, log_every=100, sample_every=0, checkpoint_every=0,
+                      preview_images=1000, preview_steps=100),
+    )  # fmt: skip
+
+
+def _digits() -> TrainConfig:
+    return TrainConfig(
+        data=DataConfig(spec="digits"),
+        model=UNET_PRESETS["digits"],
+        diffusion=DiffusionConfig(schedule="linear", num_steps=1000),
+        optim=OptimConfig(lr=1e-3, warmup_steps=200, ema_decay=0.999),
+        run=RunConfig(steps=3000, batch_size=128, log_every=50, sample_every=1000, checkpoint_every=1000,
+                      preview_images=100, preview_steps=50),
+    )  # fmt: skip
+
+
+def _mnist() -> TrainConfig:
+    return TrainConfig(
+        data=DataConfig(spec="mnist"),
+        model=UNET_PRESETS["mnist"],
+        diffusion=DiffusionConfig(schedule="linear", num_steps=1000),
+        optim=OptimConfig(lr=1e-3, warmup_steps=200, ema_decay=0.999),
+        run=RunConfig(steps=4000, batch_size=64, log_every=50, sample_every=1000, checkpoint_every=1000,
+                      preview_images=100, preview_steps=50),
+    )  # fmt: skip
+
+
+def _cifar10() -> TrainConfig:
+    """DDPM §4 / appendix B: 35.7M net, batch 128, Adam 2e-4, 5000 warm-up, EMA 0.9999, 800k steps."""
+    return TrainConfig(
+        data=DataConfig(spec="cifar10", random_flip=True),
+        model=UNET_PRESETS["ddpm-cifar10"],
+        diffusion=DiffusionConfig(schedule="linear", num_steps=1000),
+        optim=OptimConfig(lr=2e-4, warmup_steps=5000, ema_decay=0.9999),
+        run=RunConfig(steps=800_000, batch_size=128, log_every=100, sample_every=10_000,
+                      checkpoint_every=10_000, preview_images=64, preview_steps=100),
+    )  # fmt: skip
+
+
+def _celebahq256() -> TrainConfig:
+    """DDPM appendix B: the 256×256 net, batch 64, lr 2e-5, 0.5M steps (CelebA-HQ), flips."""
+    return TrainConfig(
+        data=DataConfig(spec="folder:celeba_hq_256", image_size=256, channels=3, random_flip=True),
+        model=UNET_PRESETS["ddpm-256"],
+        diffusion=DiffusionConfig(schedule="linear", num_steps=1000),
+        optim=OptimConfig(lr=2e-5, warmup_steps=5000, ema_decay=0.9999),
+        run=RunConfig(steps=500_000, batch_size=64, log_every=100, sample_every=10_000,
+                      checkpoint_every=10_000, preview_images=16, preview_steps=100),
+    )  # fmt: skip
+
+
+PRESETS = {
+    "swissroll": _swissroll,
+    "digits": _digits,
+    "mnist": _mnist,
+    "cifar10": _cifar10,
+    "celebahq256": _celebahq256,
+}
+
+# The preset a data set trains with when no --preset is given.
+DATA_PRESETS = {
+    "swissroll": "swissroll",
+    "moons": "swissroll",
+    "gaussians8": "swissroll",
+    "digits": "digits",
+    "mnist": "mnist",
+    "fashion-mnist": "mnist",
+    "cifar10": "cifar10",
+    "folder": "cifar10",
+}
+
+
+def get_preset(name: str) -> TrainConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; allowed: {', '.join(PRESETS)}")
+    return PRESETS[name]()
+
+
+def preset_for_data(spec: str) -> str:
+    """The preset named after the data set of ``spec`` (``mnist:/x`` → ``mnist``)."""
+    name = spec.split(":", 1)[0]
+    if name not in DATA_PRESETS:
+        raise ValueError(f"unknown data set {name!r} in --data {spec!r}; allowed: {', '.join(DATA_PRESETS)}")
+    return DATA_PRESETS[name]
+
+
+def with_data(config: TrainConfig, spec: str) -> TrainConfig:
+    return replace(config, data=replace(config.data, spec=spec))

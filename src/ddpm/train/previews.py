@@ -1,0 +1,51 @@
+"""Preview samples drawn from the EMA weights during and after training (into samples/)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from ddpm.data import Dataset
+from ddpm.diffusion import make_schedule
+from ddpm.pipeline import DiffusionModel, to_uint8
+from ddpm.train.config import TrainConfig
+
+
+class Previews:
+    """Callable ``(step, ema_net, final=False)`` that writes ``samples/step_XXXXXXX.png``.
+
+    The final call also writes ``samples/final.png`` and ``samples/final.npz`` (the samples file
+    format of DESIGN.md), from the same seeds every time so grids are comparable across steps.
+    """
+
+    def __init__(self, config: TrainConfig, dataset: Dataset, run_dir: Path) -> None:
+        self.config = config
+        self.kind = dataset.kind
+        self.sample_shape = tuple(dataset.sample_shape)
+        self.folder = Path(run_dir) / "samples"
+        self.schedule = make_schedule(config.diffusion.schedule, config.diffusion.num_steps)
+
+    def __call__(self, step: int, net: nn.Module, final: bool = False) -> Path:
+        from ddpm.viz import save_grid, save_scatter
+
+        run = self.config.run
+        model = DiffusionModel(
+            net, self.schedule, self.config.diffusion.parameterization, self.sample_shape, self.kind
+        )
+        samples = model.sample(
+            run.preview_images, sampler=run.preview_sampler, steps=run.preview_steps, seed=run.seed
+        )
+        self.folder.mkdir(parents=True, exist_ok=True)
+        name = "final" if final else f"step_{step:07d}"
+        path = self.folder / f"{name}.png"
+        if self.kind == "images":
+            save_grid(samples, path)
+            if final:
+                np.savez_compressed(self.folder / "final.npz", images=to_uint8(samples))
+        else:
+            save_scatter(samples, path, title=f"step {step}")
+            if final:
+                np.savez_compressed(self.folder / "final.npz", points=samples.numpy().astype(np.float32))
+        return path

@@ -1,0 +1,157 @@
+"""A training run on disk: check the run directory, resolve the config against the data, train.
+
+Nothing is written before every input has been checked: a bad config, a missing data set or an
+existing run without --resume/--overwrite leaves the disk untouched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+from typing import Any
+
+from ddpm.data import Dataset, load_dataset
+from ddpm.nets import MLPConfig
+from ddpm.train.checkpoint import latest_valid_checkpoint, load_checkpoint
+from ddpm.train.config import TrainConfig, config_from_dict, config_to_dict
+from ddpm.train.configio import ConfigError, dumps_toml, read_toml
+from ddpm.train.loop import TrainResult, train_loop
+from ddpm.train.previews import Previews
+from ddpm.train.signals import StopRequests
+
+RUN_FILES = ("config.toml", "log.jsonl", "eval.jsonl", "checkpoints", "samples")
+# Keys that may change when a run is resumed: they change how long and how verbosely it runs,
+# not what it learns.
+RESUMABLE_CHANGES = {
+    "run.steps", "run.time_budget_s", "run.log_every", "run.sample_every", "run.checkpoint_every",
+    "run.keep_last", "run.device", "run.num_threads", "run.preview_images", "run.preview_sampler",
+    "run.preview_steps",
+}  # fmt: skip
+
+
+def load_data(config: TrainConfig, split: str = "train") -> Dataset:
+    data = config.data
+    return load_dataset(
+        data.spec,
+        split=split,
+        image_size=data.image_size or None,
+        channels=data.channels or None,
+        root=data.root or None,
+        num_points=data.num_points,
+        seed=config.run.seed,
+    )
+
+
+def resolve_for_data(config: TrainConfig, dataset: Dataset) -> TrainConfig:
+    """Fit the network's input to the data: channels and size for images, dimension for points."""
+    model = config.model
+    if dataset.kind == "points":
+        if not isinstance(model, MLPConfig):
+            raise ConfigError(f'data {config.data.spec!r} is 2-D points; use model.kind = "mlp"')
+        model = dataclasses.replace(model, dim=dataset.sample_shape[0])
+    else:
+        if isinstance(model, MLPConfig):
+            raise ConfigError(f'data {config.data.spec!r} is images; use model.kind = "unet"')
+        channels, height, _ = dataset.sample_shape
+        try:
+            model = dataclasses.replace(model, in_channels=channels, image_size=height)
+        except ValueError as err:
+            raise ConfigError(
+                f"model does not fit data {config.data.spec!r} of shape {tuple(dataset.sample_shape)}: {err}"
+            ) from None
+    return dataclasses.replace(config, model=model)
+
+
+def changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys += changed_keys(a, b, f"{prefix}{key}.")
+        elif a != b:
+            keys.append(f"{prefix}{key}")
+    return keys
+
+
+def stored_config(run_dir: Path) -> TrainConfig:
+    return config_from_dict(read_toml(run_dir / "config.toml"))
+
+
+def holds_run(run_dir: Path) -> bool:
+    return any((run_dir / name).exists() for name in RUN_FILES)
+
+
+def train(
+    config: TrainConfig,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    force: bool = False,
+    log: Any = print,
+) -> TrainResult:
+    """Train ``config`` into ``run_dir``; with ``resume`` continue from its newest valid checkpoint."""
+    run_dir = Path(run_dir)
+    if resume and overwrite:
+        raise ConfigError("--resume and --overwrite contradict each other; pass one")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"--out {str(run_dir)!r} is a file, not a directory")
+    existing = run_dir.is_dir() and holds_run(run_dir)
+    if existing and not (resume or overwrite):
+        raise ConfigError(
+            f"run directory {str(run_dir)!r} already holds a run; pass --resume to continue it "
+            "or --overwrite to replace it"
+        )
+    dataset = load_data(config)
+    config = resolve_for_data(config, dataset)
+    checkpoint = None
+    if resume and existing:
+        if (run_dir / "config.toml").exists():
+            changes = changed_keys(config_to_dict(stored_config(run_dir)), config_to_dict(config))
+            unsafe = [key for key in changes if key not in RESUMABLE_CHANGES]
+            if unsafe and not force:
+                raise ConfigError(
+                    f"config differs from the run being resumed in {', '.join(unsafe)}; "
+                    "pass --force to resume anyway"
+                )
+        checkpoint = latest_valid_checkpoint(run_dir, warn=log)
+        if checkpoint is not None:
+            stored_fingerprint = load_checkpoint(checkpoint, with_optimizer=False).meta["data_fingerprint"]
+            if stored_fingerprint != dataset.fingerprint and not force:
+                raise ConfigError(
+                    f"data {config.data.spec!r} has changed since {checkpoint} was written "
+                    "(fingerprint differs); pass --force to resume anyway"
+                )
+            log(f"resuming from {checkpoint}")
+        else:
+            log(f"no complete checkpoint in {run_dir}; starting from step 0")
+    if overwrite and existing:
+        for name in RUN_FILES:
+            target = run_dir / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.toml").write_text(dumps_toml(config_to_dict(config)))
+    _truncate_log(run_dir / "log.jsonl", 0 if checkpoint is None else _step_of(checkpoint))
+    previews = Previews(config, dataset, run_dir)
+    with StopRequests() as stop:
+        return train_loop(config, dataset, run_dir, resume_from=checkpoint, stop=stop, previews=previews)
+
+
+def _step_of(checkpoint: Path) -> int:
+    return int(checkpoint.name.split("_")[1])
+
+
+def _truncate_log(path: Path, last_step: int) -> None:
+    """Drop log lines after the step we resume from, so the log reads as one uninterrupted run."""
+    if not path.exists():
+        return
+    import json
+
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    kept = [line for line in lines if json.loads(line).get("step", 0) <= last_step]
+    path.write_text("".join(line + "\n" for line in kept))
