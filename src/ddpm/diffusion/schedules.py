@@ -61,7 +61,8 @@ SCHEDULES: dict[str, Callable[[int], Tensor]] = {
 
 
 def _check_num_steps(num_steps: int) -> None:
-    if not isinstance(num_steps, int) or num_steps < 1:
+    # bool is an int subclass, but T=True is a mistake, not a request for one step.
+    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
         raise ValueError(f"num_steps={num_steps!r} is invalid; T must be an integer ≥ 1")
 
 
