@@ -7,6 +7,7 @@ Timesteps are 0-based indices ``t ∈ {0, …, T-1}``; index ``t`` is the paper'
 (as in the original DDPM code and in diffusers).
 """
 
+from ddpm.diffusion.losses import DiffusionLoss, min_snr_weights
 from ddpm.diffusion.process import (
     PARAMETERIZATIONS,
     eps_from_x0,
@@ -14,19 +15,23 @@ from ddpm.diffusion.process import (
     q_posterior,
     q_sample,
     v_target,
+    training_target,
     x0_from_eps,
 )
 from ddpm.diffusion.schedules import SCHEDULES, NoiseSchedule, make_schedule
 
 __all__ = [
+    "DiffusionLoss",
     "PARAMETERIZATIONS",
     "SCHEDULES",
     "NoiseSchedule",
     "eps_from_x0",
     "make_schedule",
+    "min_snr_weights",
     "predict_x0_eps",
     "q_posterior",
     "q_sample",
+    "training_target",
     "v_target",
     "x0_from_eps",
 ]

@@ -66,7 +66,7 @@ def _check_num_steps(num_steps: int) -> None:
         raise ValueError(f"num_steps={num_steps!r} is invalid; T must be an integer ≥ 1")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # tensors have no boolean equality
 class NoiseSchedule:
     """A fixed forward process q(x_t | x_{t−1}) = N(√(1−β_t) x_{t−1}, β_t I) and what follows.
 

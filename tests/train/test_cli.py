@@ -1,0 +1,61 @@
+"""The command line refuses bad input with one line naming the value, exit status 2, nothing written."""
+
+import re
+
+import pytest
+
+from ddpm.cli import main, parse_duration
+
+
+def run_cli(capsys, *argv):
+    status = main(list(argv))
+    captured = capsys.readouterr()
+    return status, captured.err.strip()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--set", "optim.lr=-1"], r"optim.lr=-1.0 must be > 0"),
+        (["--set", "optim.learning_rate=1"], r"unknown config key 'optim.learning_rate'"),
+        (["--set", "run.steps=many"], r"run.steps='many' has the wrong type; expected int"),
+        (["--preset", "huge"], r"unknown preset 'huge'; allowed:"),
+        (["--data", "imagenet"], r"unknown data set 'imagenet'"),
+        (["--time", "soon"], r"--time 'soon' is not a duration"),
+        (["--steps", "0"], r"run.steps=0 must be ≥ 1"),
+        (["--device", "tpu"], r"run.device='tpu' is not allowed"),
+        (["--config", "/nonexistent/x.toml"], r"config file '/nonexistent/x.toml' does not exist"),
+        (["--resume", "--overwrite"], r"--resume and --overwrite contradict each other"),
+        (["--set", "model.channel_mult=[1, 2, 2, 2, 2]"], r"cannot be halved 4 times"),
+    ],
+)  # fmt: skip
+def test_train_refuses_bad_input_without_writing(tmp_path, capsys, argv, message):
+    out = tmp_path / "run"
+    status, err = run_cli(capsys, "train", "--out", str(out), *argv)
+    assert status == 2
+    assert len(err.splitlines()) == 1
+    assert re.search(message, err), err
+    assert not out.exists()
+
+
+def test_train_refuses_to_overwrite_an_existing_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.toml").write_text("# an earlier run\n")
+    status, err = run_cli(capsys, "train", "--out", str(out), "--steps", "1")
+    assert status == 2
+    assert "already holds a run; pass --resume to continue it or --overwrite to replace it" in err
+    assert (out / "config.toml").read_text() == "# an earlier run\n"
+
+
+def test_sample_refuses_bad_paths_and_suffixes(tmp_path, capsys):
+    status, err = run_cli(capsys, "sample", str(tmp_path / "missing"))
+    assert status == 2 and "is neither a run directory nor a checkpoint folder" in err
+    status, err = run_cli(capsys, "sample", str(tmp_path), "--out", str(tmp_path / "x.jpg"))
+    assert status == 2 and "must end in .png or .npz" in err
+
+
+def test_durations():
+    assert parse_duration("90") == 90
+    assert parse_duration("10m") == 600
+    assert parse_duration("1.5h") == 5400
