@@ -1,0 +1,125 @@
+"""Images from a directory, a .tar or a .zip; class sub-folders give labels.
+
+Layout rules, applied to the image files only (hidden files and other files are ignored):
+
+1. Leading folders shared by every image are looked through (``test.tar`` → ``test/<class>/x.jpg``).
+2. If what remains is exactly two folders ``train/`` and ``test/``, ``split`` picks one ("all": both)
+   and classes are the folders inside them, named the same in both; otherwise the whole folder is
+   one set of images, returned for every split.
+3. Each first-level folder is a class (deeper folders belong to it); class names are sorted, so the
+   label of a class is its index in that order. Images directly at the top give an unlabelled set;
+   mixing the two is an error.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import torch
+
+from ddpm.data.dataset import Dataset, SkippedFile, fingerprint
+from ddpm.data.images import decode_image
+from ddpm.data.sources import FileSource
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+DEFAULT_IMAGE_SIZE = 32
+SPLIT_FOLDERS = ("train", "test")
+
+
+@dataclass(frozen=True)
+class FolderLayout:
+    names: tuple[str, ...]  # the selected image files, sorted
+    classes: tuple[str | None, ...]  # class folder of each selected file
+    class_names: tuple[str, ...] | None  # sorted, over every split; None when unlabelled
+    split: str  # the split served: the requested one with train/ + test/ folders, else "all"
+
+
+def folder_layout(names: list[str], split: str, where: Path) -> FolderLayout:
+    """Apply the module's layout rules to sorted image names."""
+    parts = [PurePosixPath(name).parts for name in names]
+    depth = 0  # leading folders shared by every image
+    while all(len(p) > depth + 1 for p in parts) and len({p[depth] for p in parts}) == 1:
+        depth += 1
+    relative = [p[depth:] for p in parts]
+    split_folders = all(len(r) > 1 for r in relative) and {r[0] for r in relative} == set(SPLIT_FOLDERS)
+    level = 1 if split_folders else 0
+    classes = [r[level] if len(r) > level + 1 else None for r in relative]
+    if None in classes and any(c is not None for c in classes):
+        loose = names[classes.index(None)]
+        raise ValueError(
+            f"folder {where} mixes images outside class folders ({loose}) with class folders; "
+            "put every image in a class folder, or none"
+        )
+    served = split if split_folders else "all"
+    keep = [served == "all" or r[0] == served for r in relative]
+    class_names = tuple(sorted({c for c in classes if c is not None})) or None
+    return FolderLayout(
+        names=tuple(n for n, k in zip(names, keep, strict=True) if k),
+        classes=tuple(c for c, k in zip(classes, keep, strict=True) if k),
+        class_names=class_names,
+        split=served,
+    )
+
+
+def load_folder(spec: str, path: Path, split: str, image_size: int | None, channels: int | None) -> Dataset:
+    """Decode every image to uint8 (channels, size, size): resize shorter side + centre crop.
+
+    ``image_size`` defaults to 32 and ``channels`` to 3 (RGB; 1 gives grey). Unreadable images are
+    skipped, listed in ``Dataset.skipped`` and reported in one warning.
+    """
+    size = DEFAULT_IMAGE_SIZE if image_size is None else image_size
+    channels = 3 if channels is None else channels
+    source = FileSource(path)
+    sizes = {
+        entry.name: entry.size for entry in source.entries() if entry.name.lower().endswith(IMAGE_SUFFIXES)
+    }
+    if not sizes:
+        raise ValueError(f"folder {path} has no images; looked for {', '.join(IMAGE_SUFFIXES)}")
+    layout = folder_layout(sorted(sizes), split, path)
+    row = {name: i for i, name in enumerate(layout.names)}
+    images = np.empty((len(row), channels, size, size), dtype=np.uint8)  # filled in archive order
+    readable = np.zeros(len(row), dtype=bool)
+    skipped = []
+    for name, data in source.read_all(set(row)):
+        try:
+            if isinstance(data, Exception):
+                raise data
+            images[row[name]] = decode_image(data, size, channels)
+            readable[row[name]] = True
+        except Exception as error:  # PIL's decoders raise many exception types for damaged files
+            skipped.append(SkippedFile(name, f"{type(error).__name__}: {error}"))
+    skipped.sort(key=lambda s: s.name)
+    if not readable.any():
+        raise ValueError(
+            f"folder {path} has no readable images: all {len(row)} failed, e.g. {_describe(skipped)}"
+        )
+    if skipped:
+        warnings.warn(
+            f"skipped {len(skipped)} unreadable image(s) in {path}, e.g. {_describe(skipped)}; "
+            "see Dataset.skipped",
+            stacklevel=3,
+        )
+    labels = None
+    if layout.class_names is not None:
+        index = {name: i for i, name in enumerate(layout.class_names)}
+        labels = torch.tensor([index[c] for c in layout.classes], dtype=torch.int64)[
+            torch.from_numpy(readable)
+        ]
+    return Dataset(
+        spec=spec,
+        kind="images",
+        data=torch.from_numpy(images if readable.all() else images[readable]),
+        labels=labels,
+        class_names=layout.class_names,
+        fingerprint=fingerprint(
+            "folder", layout.split, size, channels, [(n, sizes[n]) for n in layout.names]
+        ),
+        skipped=tuple(skipped),
+    )
+
+
+def _describe(skipped: list[SkippedFile]) -> str:
+    return f"{skipped[0].name} ({skipped[0].reason})" if skipped else "none"

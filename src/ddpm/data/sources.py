@@ -1,0 +1,104 @@
+"""Files of a directory, a tar archive (any compression) or a zip archive, behind one interface."""
+
+from __future__ import annotations
+
+import os
+import tarfile
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+SKIPPED_FOLDERS = ("__MACOSX",)  # zip resource forks from macOS
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    name: str  # POSIX path relative to the directory or archive root, no "./"
+    size: int  # bytes
+
+
+def is_hidden(name: str) -> bool:
+    """Any component starting with '.' (".DS_Store", "._x.jpg", ".git/…") or a __MACOSX folder."""
+    return any(part.startswith(".") or part in SKIPPED_FOLDERS for part in name.split("/"))
+
+
+def clean_name(name: str) -> str:
+    """Archive member name → "a/b.jpg" (no leading "./" or "/", no empty parts)."""
+    return "/".join(part for part in name.replace("\\", "/").split("/") if part not in ("", "."))
+
+
+class FileSource:
+    """The regular, non-hidden files under ``path`` (a directory, a .tar* or a .zip).
+
+    Use as a context manager: an archive is opened once, listed by :meth:`entries` and read by
+    :meth:`read_all` in its own order (a compressed tar is then decompressed once more, not once
+    per file).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._tar: tarfile.TarFile | None = None
+        self._zip: zipfile.ZipFile | None = None
+        if self.path.is_dir():
+            return
+        if zipfile.is_zipfile(self.path):
+            self._zip = zipfile.ZipFile(self.path)
+        elif tarfile.is_tarfile(self.path):
+            self._tar = tarfile.open(self.path, "r:*")  # noqa: SIM115 (closed by __exit__)
+        else:
+            raise ValueError(f"folder path {self.path} is not a directory, a tar archive or a zip archive")
+
+    def __enter__(self) -> FileSource:
+        return self
+
+    def __exit__(self, kind: type | None, error: BaseException | None, trace: TracebackType | None) -> None:
+        for archive in (self._tar, self._zip):
+            if archive is not None:
+                archive.close()
+
+    def entries(self) -> list[FileEntry]:
+        """Every visible regular file, sorted by name."""
+        if self._zip is not None:
+            found = [
+                FileEntry(clean_name(i.filename), i.file_size) for i in self._zip.infolist() if not i.is_dir()
+            ]
+        elif self._tar is not None:
+            found = [FileEntry(clean_name(m.name), m.size) for m in self._tar.getmembers() if m.isfile()]
+        else:
+            found = []
+            for dirpath, dirnames, filenames in os.walk(self.path):
+                dirnames[:] = [d for d in dirnames if not is_hidden(d)]  # prune .git and the like
+                for filename in filenames:
+                    file = Path(dirpath, filename)
+                    if file.is_file():
+                        found.append(FileEntry(file.relative_to(self.path).as_posix(), file.stat().st_size))
+        return sorted((entry for entry in found if not is_hidden(entry.name)), key=lambda entry: entry.name)
+
+    def read_all(self, names: set[str]) -> Iterator[tuple[str, bytes | Exception]]:
+        """(name, bytes) for each wanted file, in the archive's order.
+
+        A file that cannot be read comes back as its exception, so one bad file is skipped rather
+        than ending the load.
+        """
+        if self._zip is not None:
+            members = [(clean_name(i.filename), i) for i in self._zip.infolist() if not i.is_dir()]
+            read = self._zip.read
+        elif self._tar is not None:
+            members = [(clean_name(m.name), m) for m in self._tar.getmembers() if m.isfile()]
+            read = self._read_tar_member
+        else:
+            members = [(name, self.path / name) for name in sorted(names)]
+            read = Path.read_bytes
+        for name, member in members:
+            if name in names:
+                try:
+                    yield name, read(member)
+                except (OSError, zipfile.BadZipFile, tarfile.TarError) as error:
+                    yield name, error
+
+    def _read_tar_member(self, member: tarfile.TarInfo) -> bytes:
+        assert self._tar is not None
+        stream = self._tar.extractfile(member)
+        return stream.read() if stream is not None else b""
