@@ -1,0 +1,78 @@
+"""Small real runs that must learn: the swiss roll and the 8×8 digits (each well under 2 minutes).
+
+Thresholds come from known-good runs with a margin (see RESULTS.md); an untrained model of the same
+configuration is measured in the same test and must be clearly worse.
+"""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from ddpm.data import load_dataset
+from ddpm.eval.metrics import sliced_wasserstein
+from ddpm.pipeline import build_model, load
+from ddpm.train.presets import get_preset
+from ddpm.train.run import train
+
+pytestmark = pytest.mark.slow
+
+SWISSROLL_SWD_MAX = 0.05  # known-good run: see RESULTS.md
+DIGITS_STEPS = 1500
+DIGITS_CONFIDENT_MIN = 0.7  # fraction of samples the classifier labels with probability ≥ 0.9
+
+
+def _replace(config, **sections):
+    return dataclasses.replace(
+        config, **{name: dataclasses.replace(getattr(config, name), **values) for name, values in sections.items()}
+    )
+
+
+def test_swissroll_samples_match_held_out_points(tmp_path):
+    config = _replace(
+        get_preset("swissroll"),
+        run={"steps": 1500, "checkpoint_every": 0, "preview_images": 200, "log_every": 500},
+    )
+    train(config, tmp_path / "run", log=lambda *_: None)
+    held_out = load_dataset("swissroll", split="test", num_points=2000).data
+    trained = load(tmp_path / "run").sample(2000, sampler="ddpm", steps=100, seed=1)
+    untrained = build_model(config, (2,), "points").sample(2000, sampler="ddpm", steps=100, seed=1)
+    swd_trained = sliced_wasserstein(trained, held_out, seed=0)
+    swd_untrained = sliced_wasserstein(untrained, held_out, seed=0)
+    floor = sliced_wasserstein(load_dataset("swissroll", num_points=2000).data, held_out, seed=0)
+    print(f"swissroll SWD: trained {swd_trained:.4f}, untrained {swd_untrained:.4f}, real floor {floor:.4f}")
+    assert swd_trained < SWISSROLL_SWD_MAX
+    assert swd_untrained > 5 * SWISSROLL_SWD_MAX
+
+
+def _digit_classifier():
+    from sklearn.linear_model import LogisticRegression
+
+    digits = load_dataset("digits", split="train")
+    features = digits.data.reshape(len(digits), -1).float().numpy() / 255.0
+    return LogisticRegression(max_iter=2000).fit(features, digits.labels.numpy())
+
+
+def _classify(classifier, images):
+    features = ((images.clamp(-1, 1) + 1) / 2).reshape(len(images), -1).numpy()
+    return classifier.predict_proba(features)
+
+
+def test_digits_samples_are_recognised_and_cover_all_classes(tmp_path):
+    config = _replace(
+        get_preset("digits"),
+        run={"steps": DIGITS_STEPS, "checkpoint_every": 0, "sample_every": 0, "preview_images": 16},
+    )
+    train(config, tmp_path / "run", log=lambda *_: None)
+    classifier = _digit_classifier()
+    trained = _classify(classifier, load(tmp_path / "run").sample(300, steps=50, seed=1))
+    untrained_model = build_model(config, (1, 8, 8), "images")
+    untrained = _classify(classifier, untrained_model.sample(300, steps=50, seed=1))
+    confident = float((trained.max(1) >= 0.9).mean())
+    confident_untrained = float((untrained.max(1) >= 0.9).mean())
+    classes = len(np.unique(trained.argmax(1)))
+    print(f"digits: confident {confident:.2f} (untrained {confident_untrained:.2f}), classes {classes}")
+    assert classes == 10
+    assert confident >= DIGITS_CONFIDENT_MIN
+    assert confident >= confident_untrained + 0.3
+
