@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ddpm.data.dataset import Dataset, fingerprint
-from ddpm.data.download import DownloadError, download_file
+from ddpm.data.download import download_file
 from ddpm.data.images import conform_images
 from ddpm.data.pickle_reader import read_pickle_data
 
@@ -94,7 +94,7 @@ def load_cifar10(
             )
         try:
             folder = download_batches(search)
-        except (DownloadError, tarfile.TarError, OSError) as error:
+        except (OSError, tarfile.TarError) as error:  # DownloadError is an OSError
             raise ValueError(missing_message(search, str(error))) from None
     names = [
         name for part in (("train", "test") if split == "all" else (split,)) for name in SPLIT_BATCHES[part]

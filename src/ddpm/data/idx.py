@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ddpm.data.dataset import Dataset, fingerprint
-from ddpm.data.download import DownloadError, download_file
+from ddpm.data.download import download_file
 from ddpm.data.images import conform_images
 
 IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -142,7 +142,7 @@ def locate_idx_files(info: IdxSet, folder: Path, can_download: bool) -> dict[str
                 md5=info.md5[name][0],
                 gunzipped_md5=info.md5[name][1],
             )
-        except DownloadError as error:
+        except OSError as error:  # DownloadError, or the folder cannot be created
             raise ValueError(missing_message(info, folder, str(error))) from None
     return found  # type: ignore[return-value]
 
