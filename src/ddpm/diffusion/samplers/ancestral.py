@@ -82,7 +82,8 @@ def ancestral_sample(
     ``num_inference_steps``). ``variance``: σ² = β (default, diffusers ``fixed_large``) or β̃
     (``fixed_small``). ``clip_x0=c`` clamps x̂₀ to [−c, c]. No noise is added at the last step.
     ``shape_or_noise``: (B, …) to draw x_T from per-sample generators seeded by ``seeds``
-    (default ``sample_seeds(0, B)``), or x_T itself; each step's z comes from the same generators.
+    (default ``sample_seeds(0, B)``) on ``device`` in ``dtype``, or x_T itself (moved to ``device``
+    if given); each step's z comes from the same generators, so image i ignores the batch size.
     ``callback(i, t, x_t, x̂₀)`` runs after the model call of step i; ``trajectory_steps`` (None,
     ``"all"`` or timesteps, −1 for the result) selects the CPU copies kept in the result.
     """

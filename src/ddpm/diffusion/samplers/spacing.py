@@ -8,6 +8,7 @@ respacing of Nichol & Dhariwal 2021 (§4, improved-diffusion ``respace.py``): β
 from __future__ import annotations
 
 import itertools
+import reprlib
 from typing import NamedTuple
 
 import numpy as np
@@ -64,7 +65,7 @@ def respaced_chain(schedule: NoiseSchedule, steps: Tensor) -> list[ChainStep]:
     descending = all(a > b for a, b in itertools.pairwise(ts))
     if not ts or not descending or ts[0] >= schedule.num_steps or ts[-1] < 0:
         raise ValueError(
-            f"timesteps {ts} are invalid; need a non-empty, strictly descending sequence in "
+            f"timesteps {reprlib.repr(ts)} are invalid; need a non-empty, strictly descending sequence in "
             f"0…{schedule.num_steps - 1}"
         )
     alpha_bar = schedule.alpha_bar.tolist()  # float64 → Python floats
