@@ -53,15 +53,15 @@ def sample_to_files(
         else:
             np.savez_compressed(out, points=samples.numpy().astype(np.float32))
     elif model.kind == "images":
-        from ddpm.viz import save_grid
+        from ddpm.viz.grid import save_grid
 
         save_grid(samples, out)
     else:
-        from ddpm.viz import save_scatter
+        from ddpm.viz.scatter import save_scatter
 
         save_scatter(samples, out)
     if gif is not None:
-        from ddpm.viz import save_reverse_gif
+        from ddpm.viz.animate import save_reverse_gif
 
         save_reverse_gif(results[0].trajectory, gif)
         written.append(Path(gif))

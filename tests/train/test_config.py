@@ -46,7 +46,9 @@ def test_unknown_preset_and_data_are_refused():
 def test_unknown_key_is_named():
     data = config_to_dict(TrainConfig())
     data["optim"]["learning_rate"] = 1.0
-    with pytest.raises(ConfigError, match=r"unknown config key 'optim.learning_rate'; allowed under optim.: .*lr"):
+    with pytest.raises(
+        ConfigError, match=r"unknown config key 'optim.learning_rate'; allowed under optim.: .*lr"
+    ):
         config_from_dict(data)
 
 
@@ -74,7 +76,9 @@ def test_literal_value_is_checked():
 def test_unknown_model_kind():
     data = config_to_dict(TrainConfig())
     data["model"]["kind"] = "transformer"
-    with pytest.raises(ConfigError, match=r"model.kind='transformer' is not allowed; choose one of unet, mlp"):
+    with pytest.raises(
+        ConfigError, match=r"model.kind='transformer' is not allowed; choose one of unet, mlp"
+    ):
         config_from_dict(data)
 
 

@@ -24,7 +24,8 @@ DIGITS_CONFIDENT_MIN = 0.7  # fraction of samples the classifier labels with pro
 
 def _replace(config, **sections):
     return dataclasses.replace(
-        config, **{name: dataclasses.replace(getattr(config, name), **values) for name, values in sections.items()}
+        config,
+        **{name: dataclasses.replace(getattr(config, name), **values) for name, values in sections.items()},
     )
 
 
@@ -75,4 +76,3 @@ def test_digits_samples_are_recognised_and_cover_all_classes(tmp_path):
     assert classes == 10
     assert confident >= DIGITS_CONFIDENT_MIN
     assert confident >= confident_untrained + 0.3
-

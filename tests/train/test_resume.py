@@ -29,14 +29,18 @@ def test_resume_continues_bit_for_bit(tmp_path, tiny_config):
         assert tensors_a.keys() == tensors_b.keys()
         for name in tensors_a:
             assert torch.equal(tensors_a[name], tensors_b[name]), name
-    logged = [json.loads(line)["step"] for line in (tmp_path / "split" / "log.jsonl").read_text().splitlines()]
+    logged = [
+        json.loads(line)["step"] for line in (tmp_path / "split" / "log.jsonl").read_text().splitlines()
+    ]
     assert logged == [1, 2, 3, 4, 5, 6]
 
 
 def test_resume_refuses_a_changed_config(tmp_path, tiny_config):
     train(tiny_config, tmp_path / "run", log=lambda *_: None)
     changed = dataclasses.replace(tiny_config, optim=dataclasses.replace(tiny_config.optim, lr=5e-4))
-    with pytest.raises(ConfigError, match=r"config differs from the run being resumed in optim.lr; pass --force"):
+    with pytest.raises(
+        ConfigError, match=r"config differs from the run being resumed in optim.lr; pass --force"
+    ):
         train(changed, tmp_path / "run", resume=True, log=lambda *_: None)
 
 

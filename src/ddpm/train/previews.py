@@ -28,7 +28,8 @@ class Previews:
         self.schedule = make_schedule(config.diffusion.schedule, config.diffusion.num_steps)
 
     def __call__(self, step: int, net: nn.Module, final: bool = False) -> Path:
-        from ddpm.viz import save_grid, save_scatter
+        from ddpm.viz.grid import save_grid
+        from ddpm.viz.scatter import save_scatter
 
         run = self.config.run
         model = DiffusionModel(
