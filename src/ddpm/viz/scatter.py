@@ -7,10 +7,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from torch import Tensor  # noqa: E402
+import matplotlib.pyplot as plt
+from torch import Tensor
 
-from ddpm.viz.process import draw_scatter, scatter_limit  # noqa: E402
+from ddpm.viz.process import draw_scatter, scatter_limit
 
 
 def save_scatter(points: Tensor, path: str | Path, title: str = "", size_in: float = 4.0) -> Path:
