@@ -1,0 +1,368 @@
+"""``ddpm report RUN_DIR --out poster.pdf``: a run as a poster laid out by the lecture's guidelines.
+
+The guidelines live in :mod:`ddpm.viz.guidelines`; the layout is data (:mod:`ddpm.viz.layout`), so
+the returned :class:`PosterLayout` says which guideline, if any, a poster breaks. Graphics are sized
+to cover the middle of the guideline's graphics range; the body text size (never below the
+guideline's minimum) is chosen so that text covers as close to the middle of its range as fits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import torch
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.patches import FancyBboxPatch
+from torch import Tensor
+
+from ddpm.diffusion import make_schedule
+from ddpm.viz import guidelines as g
+from ddpm.viz.curves import draw_loss, draw_quality_vs_steps, metric_names, series
+from ddpm.viz.figures import FIGURE_FORMATS, new_figure
+from ddpm.viz.grid import check_images
+from ddpm.viz.guidelines import PageSpec, page_spec
+from ddpm.viz.layout import Box, PosterLayout, RowBlock, Section, TextBlock, layout_poster, with_pixels
+from ddpm.viz.poster_graphics import (
+    Graphic,
+    chart_graphic,
+    lines_graphic,
+    poster_rc,
+    scatter_graphic,
+    table_graphic,
+    table_of_values,
+)
+from ddpm.viz.poster_text import (
+    ALGORITHM_1,
+    ALGORITHM_2,
+    PosterText,
+    RunFacts,
+    default_texts,
+    default_title,
+    format_value,
+)
+from ddpm.viz.process import (
+    ImageTable,
+    TrajectoryLike,
+    default_forward_steps,
+    forward_table,
+    forward_trajectory,
+    image_table,
+    is_points,
+    reverse_table,
+    select_steps,
+)
+from ddpm.viz.qr import qr_pixels
+from ddpm.viz.run_files import RunInfo, load_run, load_samples_npz
+
+SAMPLE_GRID_COLUMNS = 12  # a wide grid: the results column also holds the reverse strip and curves
+SAMPLE_GRID_ROWS = (4, 6, 8)  # tried in turn; the layout that best follows the guidelines wins
+FORWARD_ROWS, REVERSE_SAMPLES = 2, 1  # images in the forward strip; samples (two rows each) in the reverse
+QR_SIDE_LINES = 8  # QR code side in body-text lines (4″ on the poster, 8″ printed)
+BODY_GROWTH = 1.25  # the body text may grow to this multiple of the page's body size to fill its share
+REFERENCE = "Ho, Jain, Abbeel. Denoising diffusion probabilistic models. NeurIPS 2020."
+
+
+@dataclass(frozen=True)
+class _Pictures:
+    """Everything expensive or data-dependent, computed once whatever the text size."""
+
+    samples: list[ImageTable] | list[list[Tensor]]  # image grids (one per row count), or point panels
+    sample_titles: list[str]
+    forward: ImageTable | list[Tensor]
+    forward_titles: list[str]
+    reverse: ImageTable | list[list[Tensor]] | None
+    reverse_titles: list[str]
+    qr: ImageTable | None
+
+
+def _images_or_points(x: Tensor, name: str) -> Tensor:
+    x = torch.as_tensor(x).detach().to("cpu", torch.float32)
+    return x if is_points(x) else check_images(x, name)
+
+
+def _pictures(
+    samples: Tensor,
+    data: Tensor | None,
+    trajectory: Sequence[TrajectoryLike] | None,
+    facts: RunFacts,
+    url: str | None,
+    seed: int,
+) -> _Pictures:
+    schedule = make_schedule(facts.schedule, facts.num_steps)
+    steps = default_forward_steps(facts.num_steps)
+    generator = torch.Generator().manual_seed(seed)
+    x0 = data if data is not None else samples
+    if is_points(x0):
+        forward = forward_trajectory(x0[:1000], schedule, steps, generator=generator)
+    else:
+        forward = forward_table(x0[:FORWARD_ROWS], schedule, steps, generator=generator)
+    if is_points(samples):
+        panels = [data, samples] if data is not None and is_points(data) else [samples]
+        sample_titles = ["data", "samples"] if len(panels) == 2 else ["samples"]
+        sample_pics: list = [panels]
+    else:
+        cols = min(SAMPLE_GRID_COLUMNS, samples.shape[0])
+        row_counts = sorted({min(rows, samples.shape[0] // cols) for rows in SAMPLE_GRID_ROWS})
+        grids = [samples[: rows * cols].reshape(rows, cols, *samples.shape[1:]) for rows in row_counts]
+        sample_pics = [image_table(grid, padding=2) for grid in grids]
+        sample_titles = []
+    reverse, reverse_titles = None, []
+    if trajectory:
+        chosen = select_steps(trajectory)
+        reverse_titles = [f"t = {s.t + 1}" for s in chosen]
+        if is_points(chosen[0].x_t):
+            reverse = [[s.x_t for s in chosen], [s.x0_pred for s in chosen]]
+        else:
+            reverse = reverse_table(chosen, REVERSE_SAMPLES)
+    qr = None
+    if url:
+        modules = torch.from_numpy(qr_pixels(url).astype(np.float32) / 127.5 - 1)  # (H, W) in [-1, 1]
+        qr = image_table(modules[None, None, None], padding=0)
+    return _Pictures(
+        sample_pics, sample_titles, forward, [f"t = {s}" for s in steps], reverse, reverse_titles, qr
+    )
+
+
+def _picture(name: str, picture, titles: list[str], row_labels: list[str], spec: PageSpec, dpi: float):
+    if isinstance(picture, ImageTable):
+        return table_graphic(name, picture, spec, dpi)
+    rows = picture if isinstance(picture[0], list) else [picture]
+    return scatter_graphic(name, rows, titles, row_labels, spec)
+
+
+def _progress_chart(
+    run: RunInfo, quality: Mapping[str, Mapping[int, float]] | None, metric: str, spec: PageSpec
+) -> tuple[Graphic, str] | None:
+    """Quality against sampler steps if measured, else the first evaluation metric over training."""
+    if quality:
+        graphic = chart_graphic("quality", lambda ax: draw_quality_vs_steps(ax, quality, metric), spec)
+        return graphic, f"{metric} against the number of sampler steps."
+    names = metric_names(run.evals)
+    if not names:
+        return None
+
+    def draw(ax: Axes) -> None:
+        steps, values = series(run.evals, names[0])
+        ax.plot(steps, values, marker="o", color="C2", markersize=spec.small_pt / 2)
+        ax.set_xlabel("training step")
+        ax.set_ylabel(names[0])
+
+    return chart_graphic("quality", draw, spec), f"{names[0]} of samples during training."
+
+
+def _columns(
+    spec: PageSpec,
+    run: RunInfo,
+    words: PosterText,
+    pictures: _Pictures,
+    metrics: Mapping[str, float],
+    options: dict,
+    variant: int,
+) -> tuple[list[list[Section]], dict[str, Graphic]]:
+    """The three columns (problem & method → results → conclusion) and their graphics, with sample
+    grid number ``variant``."""
+    graphics: dict[str, Graphic] = {}
+    dpi = options["final_dpi"]
+
+    def add(graphic: Graphic):
+        graphics[graphic.block.name] = graphic
+        return graphic.block
+
+    def text(name: str, *paragraphs: str, framed: bool = False) -> TextBlock:
+        return TextBlock(name, paragraphs, spec.body_pt, framed=framed)
+
+    def heading(name: str, words: str) -> TextBlock:
+        return TextBlock(name, (words,), spec.heading_pt, bold=True)
+
+    column_w = (spec.width_in - 2 * spec.margin_in - 2 * spec.gutter_in) / 3
+    algorithms = []
+    for title, lines in (ALGORITHM_1, ALGORITHM_2):
+        algorithms += [(title, spec.body_pt, True)] + [(s, spec.equation_pt, False) for s in lines]
+    source = "data" if options["data"] is not None else "samples"
+    left = [
+        [heading("h_problem", "Problem"), text("problem", words.problem)],
+        [
+            heading("h_method", "Method"),
+            text("method", words.method),
+            add(_picture("forward", pictures.forward, pictures.forward_titles, [], spec, dpi)),
+            text("forward_caption", f"Forward process: {source} x₀ dissolve into Gaussian noise as t grows."),
+        ],
+        [add(lines_graphic("algorithms", algorithms, spec, column_w))],
+    ]
+    samples = _picture("samples", pictures.samples[variant], pictures.sample_titles, [], spec, dpi)
+    middle = [
+        [heading("h_results", "Results"), add(samples), text("samples_caption", "Samples of Algorithm 2.")]
+    ]
+    if pictures.reverse is not None:
+        reverse = _picture("reverse", pictures.reverse, pictures.reverse_titles, ["xₜ", "x̂₀"], spec, dpi)
+        caption = "Reverse process: xₜ (top) and the predicted x̂₀ (bottom) of one sample."
+        middle.append([add(reverse), text("reverse_caption", caption)])
+    if any("loss" in r for r in run.log):
+        loss = chart_graphic("loss", lambda ax: draw_loss(ax, run.log), spec)
+        middle.append([add(loss), text("loss_caption", "Training loss per logged step (pale) and smoothed.")])
+    right = [
+        [heading("h_conclusion", "Conclusion"), text("conclusion", words.conclusion)],
+        [text("summary", *words.summary, framed=True)],
+    ]
+    progress = _progress_chart(run, options["quality_vs_steps"], options["quality_metric"], spec)
+    if progress:
+        right.append([add(progress[0]), text("quality_caption", progress[1])])
+    row = [(k, format_value(v)) for k, v in metrics.items() if isinstance(v, (int, float))]
+    side_by_side = [add(table_of_values("metrics", row, spec))] if row else []
+    if pictures.qr is not None:
+        side = QR_SIDE_LINES * spec.body_pt * 1.3 / 72
+        side_by_side.append(add(table_graphic("qr", pictures.qr, spec, dpi, fixed=side)))
+    last: list = [RowBlock(tuple(side_by_side))] if side_by_side else []
+    if options["url"]:
+        last.append(text("url", f"More: {options['url']}"))
+    right += [last, [text("references", REFERENCE)]]
+    return [left, middle, right], graphics
+
+
+def _miss(layout: PosterLayout) -> tuple[float, float]:
+    """How far a layout's area shares fall outside the guideline ranges (summed), then how far its
+    text share is from the middle of its range: smaller is better on both."""
+    ranges = {"text": g.TEXT_FRACTION, "graphic": g.GRAPHICS_FRACTION, "empty": g.EMPTY_FRACTION}
+    shares = layout.fractions()
+    outside = sum(max(low - shares[k], 0.0, shares[k] - high) for k, (low, high) in ranges.items())
+    return outside, abs(shares["text"] - sum(g.TEXT_FRACTION) / 2)
+
+
+def _fit(
+    base: PageSpec, build, variants: int, title: str, authors: str
+) -> tuple[PosterLayout, dict[str, Graphic]]:
+    """Lay out each content variant at body sizes from the page's up to ``BODY_GROWTH`` times it, in
+    1 pt steps (at poster scale); keep the layout that best follows the area guidelines (:func:`_miss`)."""
+    best, error = None, None
+    for variant in range(variants):
+        for k in range(int((BODY_GROWTH - 1) * g.BODY_MIN_PT) + 1):
+            spec = dataclasses.replace(base, body_pt=base.body_pt * (1 + k / g.BODY_MIN_PT))
+            columns, graphics = build(spec, variant)
+            try:
+                layout = layout_poster(spec, title, authors, columns)
+            except ValueError as err:  # a column no longer fits: larger text will not either
+                error = error or err
+                break
+            if best is None or _miss(layout) < best[0]:
+                best = (_miss(layout), layout, graphics)
+    if best is None:
+        raise error
+    return best[1], best[2]
+
+
+def render_poster(
+    run_dir: str | Path,
+    *,
+    samples: Tensor | None = None,
+    data: Tensor | None = None,
+    trajectory: Sequence[TrajectoryLike] | None = None,
+    metrics: Mapping[str, float] | None = None,
+    quality_vs_steps: Mapping[str, Mapping[int, float]] | None = None,
+    quality_metric: str = "quality",
+    title: str | None = None,
+    authors: str = "",
+    url: str | None = None,
+    text: PosterText | None = None,
+    page: str = "poster",
+    final_dpi: float = g.GRAPHICS_MIN_DPI_FINAL,
+    seed: int = 0,
+) -> tuple[Figure, PosterLayout]:
+    """Lay out and draw a run's poster; see :func:`make_poster` for the arguments."""
+    base, run = page_spec(page), load_run(run_dir)
+    if final_dpi <= 0:
+        raise ValueError(f"final_dpi={final_dpi} must be > 0")
+    final_npz = run.run_dir / "samples" / "final.npz"
+    if samples is None and final_npz.is_file():
+        samples = load_samples_npz(final_npz)
+    if samples is None:
+        raise ValueError(f"no samples for the poster of {run.run_dir}: pass samples or write {final_npz}")
+    samples = _images_or_points(samples, "samples")
+    data = _images_or_points(data, "data") if data is not None else None
+    if metrics is None:
+        metrics = {k: v for k, v in (run.evals[-1] if run.evals else {}).items() if k != "step"}
+    facts = RunFacts.of(run)
+    words = default_texts(facts, metrics, text)
+    pictures = _pictures(samples, data, trajectory, facts, url, seed)
+    options = dict(final_dpi=final_dpi, data=data, url=url, quality_vs_steps=quality_vs_steps,
+                   quality_metric=quality_metric)  # fmt: skip
+
+    def build(spec: PageSpec, variant: int):
+        return _columns(spec, run, words, pictures, metrics, options, variant)
+
+    title = title or default_title(facts)
+    layout, graphics = _fit(base, build, len(pictures.samples), title, authors)
+    spec = layout.page
+    with matplotlib.rc_context(poster_rc(spec)):
+        fig = new_figure(spec.width_in, spec.height_in)
+        pixels = {}
+        for box in layout.boxes:
+            if box.kind == "text":
+                _draw_text(fig, box)
+            elif box.kind == "frame":
+                _draw_frame(fig, box, spec)
+            elif size := graphics[box.name].draw(fig, box):
+                pixels[box.name] = size
+    return fig, with_pixels(layout, pixels)
+
+
+def _draw_text(fig: Figure, box: Box) -> None:
+    for i, line in enumerate(box.lines):
+        y = box.y + box.h - (i + 0.5) * box.line_height_in
+        x = box.x + box.w / 2 if box.align == "center" else box.x
+        weight = "bold" if box.bold else "normal"
+        fig.text(x, y, line, fontsize=box.size_pt, fontweight=weight, ha=box.align, va="center",
+                 transform=fig.dpi_scale_trans)  # fmt: skip
+
+
+def _draw_frame(fig: Figure, box: Box, page: PageSpec) -> None:
+    style = f"round,pad=0,rounding_size={0.4 * page.body_pt / 72}"
+    frame = FancyBboxPatch((box.x, box.y), box.w, box.h, boxstyle=style, transform=fig.dpi_scale_trans,
+                           facecolor="#eef3fb", edgecolor="#3465a4", linewidth=page.body_pt / 14)  # fmt: skip
+    fig.add_artist(frame)
+
+
+def make_poster(
+    run_dir: str | Path,
+    out: str | Path | Sequence[str | Path],
+    *,
+    png_dpi: float | None = None,
+    **options,
+) -> PosterLayout:
+    """Draw a run's poster, save it as each of ``out`` (.pdf, .png or .svg) and return its layout.
+
+    ``options`` (keyword-only, all optional) go to :func:`render_poster`:
+    ``samples`` generated images (N, C, H, W) in [-1, 1] or points (N, 2), default samples/final.npz;
+    ``data`` real x₀ for the forward strip (default: the samples); ``trajectory`` recorded sampler
+    steps (anything with .t, .x_t, .x0_pred) for the reverse strip; ``metrics`` {name: value} for
+    the table and summary (default: the last line of eval.jsonl); ``quality_vs_steps``
+    {sampler: {steps: value}} named ``quality_metric``; ``title``, ``authors``; ``url`` for the QR
+    code; ``text`` a :class:`PosterText` replacing generated texts; ``page`` "poster" (47″ × 23.5″),
+    "a4" or "letter" (one-page landscape handouts); ``final_dpi`` the resolution of bitmaps at final
+    (printed) size; ``seed`` for the forward strip's noise.
+
+    PDF and SVG embed bitmaps at ``final_dpi`` (at final size); PNG is rendered at ``png_dpi``
+    (default 100 for the poster, 200 for handouts). Broken guidelines are reported as warnings.
+    """
+    paths = [Path(out)] if isinstance(out, (str, Path)) else [Path(p) for p in out]
+    for path in paths:
+        if path.suffix.lower().lstrip(".") not in FIGURE_FORMATS:
+            raise ValueError(f"cannot write a poster as {path.name!r}; allowed suffixes: .pdf, .png, .svg")
+    fig, layout = render_poster(run_dir, **options)
+    spec = layout.page
+    png_dpi = png_dpi or (100.0 if spec.print_scale > 1 else 200.0)
+    print_dpi = options.get("final_dpi", g.GRAPHICS_MIN_DPI_FINAL) * spec.print_scale
+    with matplotlib.rc_context(poster_rc(spec)):
+        for path in paths:
+            fmt = path.suffix.lower().lstrip(".")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fig.savefig(path, format=fmt, dpi=png_dpi if fmt == "png" else print_dpi)
+    for problem in layout.violations():
+        warnings.warn(f"poster guideline: {problem}", stacklevel=2)
+    return layout

@@ -1,0 +1,72 @@
+import numpy as np
+import pytest
+
+from ddpm.viz.curves import (
+    ema_smooth,
+    plot_eval_metrics,
+    plot_quality_vs_steps,
+    plot_training_curves,
+    read_jsonl,
+)
+from tests.viz.test_process import assert_picture
+
+
+def test_read_jsonl_skips_blank_lines_and_a_cut_off_last_line(tmp_path):
+    path = tmp_path / "log.jsonl"
+    path.write_text('{"step": 1, "loss": 0.5}\n\n{"step": 2, "loss": 0.4}\n{"step": 3, "lo')
+    assert read_jsonl(path) == [{"step": 1, "loss": 0.5}, {"step": 2, "loss": 0.4}]
+
+
+def test_read_jsonl_refuses_a_broken_line_in_the_middle(tmp_path):
+    path = tmp_path / "log.jsonl"
+    path.write_text('{"step": 1}\nnot json\n{"step": 2}\n')
+    with pytest.raises(ValueError, match=r"log\.jsonl:2 is not a JSON object"):
+        read_jsonl(path)
+    path.write_text('{"step": 1}\n[1, 2]\n{"step": 2}\n')
+    with pytest.raises(ValueError, match=r"log\.jsonl:2 is not a JSON object"):
+        read_jsonl(path)
+
+
+def test_ema_smooth_is_bias_corrected():
+    assert ema_smooth([3.0, 3.0, 3.0], 0.9) == pytest.approx([3.0, 3.0, 3.0])  # no pull towards 0
+    assert ema_smooth([1.0, 2.0, 5.0], 0.0) == pytest.approx([1.0, 2.0, 5.0])
+    # s₂ = (0.5·0.5·1 + 0.5·3) / (0.5·0.5 + 0.5) with decay 0.5
+    assert ema_smooth([1.0, 3.0], 0.5)[1] == pytest.approx((0.25 * 1 + 0.5 * 3) / 0.75)
+    with pytest.raises(ValueError, match=r"decay=1\.0 must be in \[0, 1\)"):
+        ema_smooth([1.0], 1.0)
+
+
+def test_training_curves_have_four_panels(run_dir):
+    records = read_jsonl(run_dir / "log.jsonl")
+    fig = plot_training_curves(records)
+    assert_picture(fig)
+    loss_ax = fig.axes[0]
+    raw, smooth = loss_ax.get_lines()
+    assert np.allclose(raw.get_ydata(), [r["loss"] for r in records])
+    assert np.allclose(smooth.get_ydata(), ema_smooth([r["loss"] for r in records]))
+    assert [ax.get_ylabel() for ax in fig.axes] == ["loss", "learning rate", "gradient norm", "images / s"]
+
+
+def test_training_curves_tolerate_missing_series():
+    fig = plot_training_curves([{"step": 1, "loss": 0.3}, {"step": 2, "loss": 0.2}])
+    assert fig.axes[1].texts[0].get_text() == "no learning rate"
+    with pytest.raises(ValueError, match="no 'loss' values in the log"):
+        plot_training_curves([{"step": 1, "lr": 0.1}])
+
+
+def test_eval_metrics_get_one_panel_each(run_dir):
+    fig = plot_eval_metrics(read_jsonl(run_dir / "eval.jsonl"))
+    assert [ax.get_ylabel() for ax in fig.axes] == ["fid", "accuracy"]
+    assert_picture(fig)
+    with pytest.raises(ValueError, match="no metrics in the eval records"):
+        plot_eval_metrics([{"step": 3}])
+
+
+def test_quality_against_sampler_steps():
+    fig = plot_quality_vs_steps({"ddpm": {1000: 4.0}, "ddim": {50: 9.0, 10: 20.0}}, "FID")
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log" and ax.get_ylabel() == "FID"
+    assert list(ax.get_lines()[1].get_xdata()) == [10, 50]  # sorted by steps
+    assert_picture(fig)
+    with pytest.raises(ValueError, match="results is empty"):
+        plot_quality_vs_steps({})
