@@ -175,6 +175,12 @@ def test_errors(tmp_path: Path) -> None:
     mixed = write_tree(tmp_path / "mixed", {"loose.png": _png(_rgb(1)), "cat/a.png": _png(_rgb(2))})
     with pytest.raises(ValueError, match=r"folder .*mixed mixes images outside class folders \(loose\.png\)"):
         load_dataset(f"folder:{mixed}")
+    archive = tmp_path / "damaged.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(write_tree(tmp_path / "many", {f"{i}.png": _png(_rgb(i, 64, 64)) for i in range(8)}), "many")
+    archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    with pytest.raises(ValueError, match=r"folder path .*damaged\.tar\.gz cannot be listed: EOFError"):
+        load_dataset(f"folder:{archive}")
     (tmp_path / "photo.png").write_bytes(_png(_rgb(1)))
     with pytest.raises(
         ValueError, match=r"folder path .*photo\.png is not a directory, a tar archive or a zip"

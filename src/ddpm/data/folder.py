@@ -72,10 +72,13 @@ def load_folder(spec: str, path: Path, split: str, image_size: int | None, chann
     """
     size = DEFAULT_IMAGE_SIZE if image_size is None else image_size
     channels = 3 if channels is None else channels
-    source = FileSource(path)
-    sizes = {
-        entry.name: entry.size for entry in source.entries() if entry.name.lower().endswith(IMAGE_SUFFIXES)
-    }
+    with FileSource(path) as source:
+        return _load(source, spec, path, split, size, channels)
+
+
+def _load(source: FileSource, spec: str, path: Path, split: str, size: int, channels: int) -> Dataset:
+    entries = source.entries()
+    sizes = {entry.name: entry.size for entry in entries if entry.name.lower().endswith(IMAGE_SUFFIXES)}
     if not sizes:
         raise ValueError(f"folder {path} has no images; looked for {', '.join(IMAGE_SUFFIXES)}")
     layout = folder_layout(sorted(sizes), split, path)
@@ -100,14 +103,12 @@ def load_folder(spec: str, path: Path, split: str, image_size: int | None, chann
         warnings.warn(
             f"skipped {len(skipped)} unreadable image(s) in {path}, e.g. {_describe(skipped)}; "
             "see Dataset.skipped",
-            stacklevel=3,
+            stacklevel=4,  # _load → load_folder → load_dataset → the caller
         )
     labels = None
     if layout.class_names is not None:
         index = {name: i for i, name in enumerate(layout.class_names)}
-        labels = torch.tensor([index[c] for c in layout.classes], dtype=torch.int64)[
-            torch.from_numpy(readable)
-        ]
+        labels = torch.tensor([index[c] for c, ok in zip(layout.classes, readable, strict=True) if ok])
     return Dataset(
         spec=spec,
         kind="images",

@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import tarfile
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
 SKIPPED_FOLDERS = ("__MACOSX",)  # zip resource forks from macOS
+ARCHIVE_ERRORS = (OSError, EOFError, RuntimeError, zlib.error, zipfile.BadZipFile, tarfile.TarError)
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,15 @@ class FileSource:
 
     def entries(self) -> list[FileEntry]:
         """Every visible regular file, sorted by name."""
+        try:
+            found = self._list()
+        except ARCHIVE_ERRORS as error:
+            raise ValueError(
+                f"folder path {self.path} cannot be listed: {type(error).__name__}: {error}"
+            ) from None
+        return sorted((entry for entry in found if not is_hidden(entry.name)), key=lambda entry: entry.name)
+
+    def _list(self) -> list[FileEntry]:
         if self._zip is not None:
             found = [
                 FileEntry(clean_name(i.filename), i.file_size) for i in self._zip.infolist() if not i.is_dir()
@@ -74,7 +85,7 @@ class FileSource:
                     file = Path(dirpath, filename)
                     if file.is_file():
                         found.append(FileEntry(file.relative_to(self.path).as_posix(), file.stat().st_size))
-        return sorted((entry for entry in found if not is_hidden(entry.name)), key=lambda entry: entry.name)
+        return found
 
     def read_all(self, names: set[str]) -> Iterator[tuple[str, bytes | Exception]]:
         """(name, bytes) for each wanted file, in the archive's order.
@@ -95,7 +106,7 @@ class FileSource:
             if name in names:
                 try:
                     yield name, read(member)
-                except (OSError, zipfile.BadZipFile, tarfile.TarError) as error:
+                except ARCHIVE_ERRORS as error:  # e.g. an encrypted zip member, a truncated tar
                     yield name, error
 
     def _read_tar_member(self, member: tarfile.TarInfo) -> bytes:
