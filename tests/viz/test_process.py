@@ -11,6 +11,7 @@ from ddpm.viz.process import (
     image_table,
     reverse_strip,
     reverse_table,
+    scatter_limit,
     select_steps,
 )
 from tests.viz.fakes import fake_images, fake_points, fake_trajectory
@@ -121,3 +122,10 @@ def test_reverse_strip_rejects_non_image_states():
 def test_image_table_rejects_wrong_rank():
     with pytest.raises(ValueError, match=r"cells must be \(rows, columns, C, H, W\)"):
         image_table(fake_images(2))
+
+
+def test_scatter_limit_holds_the_data_and_by_default_the_noise():
+    points = fake_points()  # within about ±1.5
+    tight = scatter_limit(points, floor=0.0)
+    assert points.abs().max() * 0.9 < tight < 2.0
+    assert scatter_limit(points) == 3.5

@@ -28,8 +28,19 @@ from ddpm.viz.curves import draw_loss, draw_quality_vs_steps, metric_names, seri
 from ddpm.viz.figures import FIGURE_FORMATS, new_figure
 from ddpm.viz.grid import check_images
 from ddpm.viz.guidelines import PageSpec, page_spec
-from ddpm.viz.layout import Box, PosterLayout, RowBlock, Section, TextBlock, layout_poster, with_pixels
+from ddpm.viz.layout import (
+    Box,
+    GraphicBlock,
+    PosterLayout,
+    RowBlock,
+    Section,
+    TextBlock,
+    column_bounds,
+    layout_poster,
+    with_pixels,
+)
 from ddpm.viz.poster_graphics import (
+    MAX_POINTS,
     Graphic,
     chart_graphic,
     lines_graphic,
@@ -70,6 +81,17 @@ REFERENCE = "Ho, Jain, Abbeel. Denoising diffusion probabilistic models. NeurIPS
 
 
 @dataclass(frozen=True)
+class _Request:
+    """What the caller asked for beyond the run's own files."""
+
+    final_dpi: float
+    has_data: bool
+    url: str | None
+    quality_vs_steps: Mapping[str, Mapping[int, float]] | None
+    quality_metric: str
+
+
+@dataclass(frozen=True)
 class _Pictures:
     """Everything expensive or data-dependent, computed once whatever the text size."""
 
@@ -100,7 +122,7 @@ def _pictures(
     generator = torch.Generator().manual_seed(seed)
     x0 = data if data is not None else samples
     if is_points(x0):
-        forward = forward_trajectory(x0[:1000], schedule, steps, generator=generator)
+        forward = forward_trajectory(x0[:MAX_POINTS], schedule, steps, generator=generator)
     else:
         forward = forward_table(x0[:FORWARD_ROWS], schedule, steps, generator=generator)
     if is_points(samples):
@@ -130,11 +152,20 @@ def _pictures(
     )
 
 
-def _picture(name: str, picture, titles: list[str], row_labels: list[str], spec: PageSpec, dpi: float):
+def _picture(
+    name: str,
+    picture: ImageTable | list,
+    titles: list[str],
+    row_labels: list[str],
+    spec: PageSpec,
+    dpi: float,
+) -> Graphic:
+    """A bitmap graphic for images, scatter panels (one row, or rows) for points."""
     if isinstance(picture, ImageTable):
         return table_graphic(name, picture, spec, dpi)
     rows = picture if isinstance(picture[0], list) else [picture]
-    return scatter_graphic(name, rows, titles, row_labels, spec)
+    noisy = name != "samples"  # strips reach the N(0, I) end of the chain; samples look like data
+    return scatter_graphic(name, rows, titles, row_labels, spec, floor=3.5 if noisy else 0.0)
 
 
 def _progress_chart(
@@ -163,29 +194,29 @@ def _columns(
     words: PosterText,
     pictures: _Pictures,
     metrics: Mapping[str, float],
-    options: dict,
+    request: _Request,
     variant: int,
 ) -> tuple[list[list[Section]], dict[str, Graphic]]:
     """The three columns (problem & method → results → conclusion) and their graphics, with sample
     grid number ``variant``."""
     graphics: dict[str, Graphic] = {}
-    dpi = options["final_dpi"]
+    dpi = request.final_dpi
 
-    def add(graphic: Graphic):
+    def add(graphic: Graphic) -> GraphicBlock:
         graphics[graphic.block.name] = graphic
         return graphic.block
 
     def text(name: str, *paragraphs: str, framed: bool = False) -> TextBlock:
         return TextBlock(name, paragraphs, spec.body_pt, framed=framed)
 
-    def heading(name: str, words: str) -> TextBlock:
-        return TextBlock(name, (words,), spec.heading_pt, bold=True)
+    def heading(name: str, label: str) -> TextBlock:
+        return TextBlock(name, (label,), spec.heading_pt, bold=True)
 
-    column_w = (spec.width_in - 2 * spec.margin_in - 2 * spec.gutter_in) / 3
+    left_column = column_bounds(spec)[0]
     algorithms = []
     for title, lines in (ALGORITHM_1, ALGORITHM_2):
         algorithms += [(title, spec.body_pt, True)] + [(s, spec.equation_pt, False) for s in lines]
-    source = "data" if options["data"] is not None else "samples"
+    source = "data" if request.has_data else "samples"
     left = [
         [heading("h_problem", "Problem"), text("problem", words.problem)],
         [
@@ -194,7 +225,7 @@ def _columns(
             add(_picture("forward", pictures.forward, pictures.forward_titles, [], spec, dpi)),
             text("forward_caption", f"Forward process: {source} x₀ dissolve into Gaussian noise as t grows."),
         ],
-        [add(lines_graphic("algorithms", algorithms, spec, column_w))],
+        [add(lines_graphic("algorithms", algorithms, spec, left_column[1] - left_column[0]))],
     ]
     samples = _picture("samples", pictures.samples[variant], pictures.sample_titles, [], spec, dpi)
     middle = [
@@ -211,17 +242,17 @@ def _columns(
         [heading("h_conclusion", "Conclusion"), text("conclusion", words.conclusion)],
         [text("summary", *words.summary, framed=True)],
     ]
-    progress = _progress_chart(run, options["quality_vs_steps"], options["quality_metric"], spec)
+    progress = _progress_chart(run, request.quality_vs_steps, request.quality_metric, spec)
     if progress:
         right.append([add(progress[0]), text("quality_caption", progress[1])])
-    row = [(k, format_value(v)) for k, v in metrics.items() if isinstance(v, (int, float))]
+    row = [(k, format_value(v)) for k, v in metrics.items()]
     side_by_side = [add(table_of_values("metrics", row, spec))] if row else []
     if pictures.qr is not None:
         side = QR_SIDE_LINES * spec.body_pt * 1.3 / 72
         side_by_side.append(add(table_graphic("qr", pictures.qr, spec, dpi, fixed=side)))
     last: list = [RowBlock(tuple(side_by_side))] if side_by_side else []
-    if options["url"]:
-        last.append(text("url", f"More: {options['url']}"))
+    if request.url:
+        last.append(text("url", f"More: {request.url}"))
     right += [last, [text("references", REFERENCE)]]
     return [left, middle, right], graphics
 
@@ -287,14 +318,14 @@ def render_poster(
     data = _images_or_points(data, "data") if data is not None else None
     if metrics is None:
         metrics = {k: v for k, v in (run.evals[-1] if run.evals else {}).items() if k != "step"}
+    metrics = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     facts = RunFacts.of(run)
     words = default_texts(facts, metrics, text)
     pictures = _pictures(samples, data, trajectory, facts, url, seed)
-    options = dict(final_dpi=final_dpi, data=data, url=url, quality_vs_steps=quality_vs_steps,
-                   quality_metric=quality_metric)  # fmt: skip
+    request = _Request(final_dpi, data is not None, url, quality_vs_steps, quality_metric)
 
-    def build(spec: PageSpec, variant: int):
-        return _columns(spec, run, words, pictures, metrics, options, variant)
+    def build(spec: PageSpec, variant: int) -> tuple[list[list[Section]], dict[str, Graphic]]:
+        return _columns(spec, run, words, pictures, metrics, request, variant)
 
     title = title or default_title(facts)
     layout, graphics = _fit(base, build, len(pictures.samples), title, authors)

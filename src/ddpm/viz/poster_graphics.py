@@ -101,13 +101,18 @@ def table_graphic(
 
 
 def scatter_graphic(
-    name: str, rows: list[list[Tensor]], titles: list[str], row_labels: list[str], page: PageSpec
+    name: str,
+    rows: list[list[Tensor]],
+    titles: list[str],
+    row_labels: list[str],
+    page: PageSpec,
+    floor: float = 3.5,
 ) -> Graphic:
-    """Square scatter panels in rows (vector graphics: sharp at any zoom)."""
+    """Square scatter panels in rows (vector graphics: sharp at any zoom); see :func:`scatter_limit`."""
     cols, gap = len(rows[0]), 0.3 * _inches(page)
     top = 1.4 * _inches(page) if any(titles) else 0.0
     left = 1.4 * _inches(page) if row_labels else 0.0
-    lim = scatter_limit(*rows[-1])
+    lim = scatter_limit(*rows[-1], floor=floor)
     marker = (page.body_pt / 4) ** 2 / 4
 
     def panel(w: float) -> float:
