@@ -1,0 +1,201 @@
+"""diffusers-format DDPM models in and out: ``unet/`` (UNet2DModel) + ``scheduler/`` (DDPMScheduler).
+
+The layout of google/ddpm-cifar10-32, ddpm-celebahq-256, ddpm-church-256 and ddpm-bedroom-256:
+``unet/config.json``, ``unet/diffusion_pytorch_model.safetensors``, ``scheduler/scheduler_config.json``
+(and ``model_index.json``); see :mod:`ddpm.nets.diffusers_unet` for the U-Net mapping. Only
+safetensors weights are read: a ``.bin`` file is a pickle and is never opened.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ddpm.diffusion.process import check_parameterization
+from ddpm.diffusion.schedules import NoiseSchedule, cosine_betas, linear_betas
+from ddpm.nets.configs import UNetConfig
+from ddpm.nets.diffusers_unet import (
+    config_error,
+    state_dict_from_diffusers,
+    state_dict_to_diffusers,
+    unet_config_from_diffusers,
+    unet_config_to_diffusers,
+)
+from ddpm.nets.unet import UNet
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
+PICKLED_WEIGHTS_NAME = "diffusion_pytorch_model.bin"
+SCHEDULER_CONFIG_NAME = "scheduler_config.json"
+
+# diffusers' names → ours (parameterization; the ancestral sampler's variance).
+PREDICTION_TYPES = {"epsilon": "eps", "sample": "x0", "v_prediction": "v"}
+VARIANCE_TYPES = {"fixed_small": "beta_tilde", "fixed_small_log": "beta_tilde", "fixed_large": "beta",
+                  "fixed_large_log": "beta"}  # fmt: skip
+
+
+# --- Schedule ----------------------------------------------------------------------------------------
+
+
+def schedule_from_diffusers(raw: dict[str, Any]) -> tuple[NoiseSchedule, str, dict[str, Any]]:
+    """(schedule, parameterization, extra) from a DDPMScheduler-style ``scheduler_config.json``.
+
+    β in float64 from the config's recipe (diffusers computes the same in float32). ``extra``:
+    ``clip_x0`` (clip_sample_range, or None), ``variance`` (``beta_tilde`` for fixed_small, ``beta``
+    for fixed_large: the ancestral sampler's argument), ``scheduler_class``, ``timestep_spacing`` and
+    ``steps_offset`` as written (defaults of DDPMScheduler where absent).
+    """
+    for key in ("thresholding", "rescale_betas_zero_snr"):
+        if raw.get(key, False):
+            raise config_error(
+                key, raw[key], "False (no dynamic thresholding, no zero terminal SNR: ᾱ_T > 0)"
+            )
+    T = raw.get("num_train_timesteps", 1000)
+    beta_start, beta_end = raw.get("beta_start", 0.0001), raw.get("beta_end", 0.02)
+    beta_schedule = raw.get("beta_schedule", "linear")
+    if raw.get("trained_betas") is not None:
+        betas = torch.tensor(raw["trained_betas"], dtype=torch.float64)
+    elif beta_schedule == "linear":
+        betas = linear_betas(T, beta_start, beta_end)
+    elif beta_schedule == "scaled_linear":
+        betas = torch.linspace(beta_start**0.5, beta_end**0.5, T, dtype=torch.float64) ** 2
+    elif beta_schedule == "squaredcos_cap_v2":
+        betas = cosine_betas(T)
+    elif beta_schedule == "sigmoid":  # diffusers' (GeoDiff) sigmoid, not ours
+        betas = (
+            torch.sigmoid(torch.linspace(-6, 6, T, dtype=torch.float64)) * (beta_end - beta_start)
+            + beta_start
+        )
+    else:
+        raise config_error(
+            "beta_schedule", beta_schedule, "linear, scaled_linear, squaredcos_cap_v2 or sigmoid"
+        )
+    prediction = raw.get("prediction_type", "epsilon")
+    if prediction not in PREDICTION_TYPES:
+        raise config_error("prediction_type", prediction, ", ".join(PREDICTION_TYPES))
+    variance = raw.get("variance_type", "fixed_small")
+    if variance not in VARIANCE_TYPES:
+        raise config_error(
+            "variance_type", variance, f"one of {', '.join(VARIANCE_TYPES)} (no learned variance)"
+        )
+    extra = {
+        "clip_x0": float(raw.get("clip_sample_range", 1.0)) if raw.get("clip_sample", True) else None,
+        "variance": VARIANCE_TYPES[variance],
+        "scheduler_class": raw.get("_class_name", "DDPMScheduler"),
+        "timestep_spacing": raw.get("timestep_spacing", "leading"),
+        "steps_offset": raw.get("steps_offset", 0),
+    }
+    return NoiseSchedule(betas), PREDICTION_TYPES[prediction], extra
+
+
+def schedule_to_diffusers(
+    schedule: NoiseSchedule, parameterization: str, clip_x0: float | None, variance: str
+) -> dict[str, Any]:
+    """A DDPMScheduler ``scheduler_config.json``: a named β recipe when ours is one, else trained_betas."""
+    check_parameterization(parameterization)
+    variance_types = {"beta_tilde": "fixed_small", "beta": "fixed_large"}
+    if variance not in variance_types:
+        raise ValueError(f"unknown variance {variance!r}; allowed: {', '.join(variance_types)}")
+    betas, T = schedule.betas, schedule.num_steps
+    recipe: dict[str, Any] = {
+        "beta_schedule": "linear",
+        "beta_start": float(betas[0]),
+        "beta_end": float(betas[-1]),
+    }
+    if T > 1 and torch.allclose(
+        betas, linear_betas(T, float(betas[0]), float(betas[-1])), rtol=1e-12, atol=0
+    ):
+        recipe["trained_betas"] = None
+    elif torch.allclose(betas, cosine_betas(T), rtol=1e-12, atol=0):
+        recipe.update(beta_schedule="squaredcos_cap_v2", trained_betas=None)
+    else:
+        recipe["trained_betas"] = betas.tolist()
+    return {
+        "_class_name": "DDPMScheduler",
+        "num_train_timesteps": T,
+        **recipe,
+        "prediction_type": {v: k for k, v in PREDICTION_TYPES.items()}[parameterization],
+        "variance_type": variance_types[variance],
+        "clip_sample": clip_x0 is not None,
+        "clip_sample_range": 1.0 if clip_x0 is None else float(clip_x0),
+        "thresholding": False,
+        "timestep_spacing": "leading",
+        "steps_offset": 0,
+        "rescale_betas_zero_snr": False,
+    }
+
+
+# --- Folders -----------------------------------------------------------------------------------------
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ValueError(f"{path} not found; a diffusers model folder holds unet/{CONFIG_NAME}, "
+                         f"unet/{WEIGHTS_NAME} and scheduler/{SCHEDULER_CONFIG_NAME}")  # fmt: skip
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON ({error})") from None
+
+
+def load_diffusers_unet(folder: str | Path) -> tuple[UNet, UNetConfig]:
+    """Our U-Net, in eval mode, from a diffusers folder (``folder/unet/`` or the unet folder itself)."""
+    folder = Path(folder)
+    unet_dir = folder if (folder / CONFIG_NAME).is_file() else folder / "unet"
+    config = unet_config_from_diffusers(_read_json(unet_dir / CONFIG_NAME))
+    weights_path = unet_dir / WEIGHTS_NAME
+    if not weights_path.is_file():
+        found = (
+            " (found a pickled .bin, which is never read)"
+            if (unet_dir / PICKLED_WEIGHTS_NAME).exists()
+            else ""
+        )
+        raise ValueError(f"{weights_path} not found{found}; only safetensors weights are accepted")
+    net = UNet(config)
+    net.load_state_dict(state_dict_from_diffusers(net, load_file(weights_path, device="cpu")))
+    return net.eval(), config
+
+
+def load_diffusers_pipeline(folder: str | Path) -> tuple[UNet, NoiseSchedule, str, dict[str, Any]]:
+    """(U-Net, schedule, parameterization, extra) of a diffusers DDPM folder; see
+    :func:`schedule_from_diffusers` for ``extra``, which also holds the ``unet_config``."""
+    folder = Path(folder)
+    schedule, parameterization, extra = schedule_from_diffusers(
+        _read_json(folder / "scheduler" / SCHEDULER_CONFIG_NAME)
+    )
+    net, config = load_diffusers_unet(folder / "unet")
+    return net, schedule, parameterization, {**extra, "unet_config": config}
+
+
+def export_diffusers(
+    net: UNet,
+    config: UNetConfig,
+    schedule: NoiseSchedule,
+    parameterization: str,
+    folder: str | Path,
+    *,
+    clip_x0: float | None = None,
+    variance: str = "beta_tilde",
+) -> Path:
+    """Write ``folder`` in the layout ``DDPMPipeline.from_pretrained`` (and ``UNet2DModel`` /
+    ``DDPMScheduler.from_pretrained`` with ``subfolder``) load; files there are overwritten."""
+    if not isinstance(net, UNet):
+        raise ValueError(f"export_diffusers needs a UNet, got {type(net).__name__}")
+    if net.config != config:
+        raise ValueError(f"config {config} is not the net's config {net.config}")
+    scheduler_config = schedule_to_diffusers(schedule, parameterization, clip_x0, variance)
+    unet_config = unet_config_to_diffusers(config)
+    folder = Path(folder)
+    for sub in ("unet", "scheduler"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    save_file(state_dict_to_diffusers(net), folder / "unet" / WEIGHTS_NAME, metadata={"format": "pt"})
+    (folder / "unet" / CONFIG_NAME).write_text(json.dumps(unet_config, indent=2) + "\n")
+    (folder / "scheduler" / SCHEDULER_CONFIG_NAME).write_text(json.dumps(scheduler_config, indent=2) + "\n")
+    model_index = {"_class_name": "DDPMPipeline", "scheduler": ["diffusers", "DDPMScheduler"],
+                   "unet": ["diffusers", "UNet2DModel"]}  # fmt: skip
+    (folder / "model_index.json").write_text(json.dumps(model_index, indent=2) + "\n")
+    return folder
