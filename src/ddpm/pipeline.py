@@ -8,7 +8,6 @@ ddpm.to_pil(images)[0]
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +38,12 @@ class DiffusionModel:
     step: int = 0  # training steps behind these weights
 
     @property
+    def num_classes(self) -> int | None:
+        return (
+            getattr(self.net, "num_classes", None) if self.config is None else self.config.model.num_classes
+        )
+
+    @property
     def device(self) -> torch.device:
         return next(self.net.parameters()).device
 
@@ -51,10 +56,14 @@ class DiffusionModel:
         seed: int = 0,
         batch_size: int = 256,
         clip_x0: float | None = None,
+        labels: Tensor | Sequence[int] | None = None,
         progress: Callable[[int], None] | None = None,
         **sampler_options: Any,
     ) -> list[SampleResult]:
-        """Draw ``n`` samples in batches; image i depends only on (seed, i), not on batch_size."""
+        """Draw ``n`` samples in batches; image i depends only on (seed, i), not on batch_size.
+
+        ``labels`` (one class index per sample) conditions a class-conditional model.
+        """
         if sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {sampler!r}; allowed: {', '.join(SAMPLERS)}")
         if n < 1 or batch_size < 1:
@@ -63,6 +72,12 @@ class DiffusionModel:
             clip_x0 = 1.0  # images live in [-1, 1]
         if steps is not None:
             sampler_options["steps"] = steps
+        if labels is not None:
+            labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
+            if labels.numel() != n:
+                raise ValueError(f"got {labels.numel()} labels for n={n} samples; give one per sample")
+            if self.num_classes is None:
+                raise ValueError("labels given to an unconditional model; train with data.class_conditional")
         seeds = sample_seeds(seed, n)
         results = []
         self.net.eval()
@@ -77,6 +92,9 @@ class DiffusionModel:
                     seeds=batch_seeds,
                     device=self.device,
                     clip_x0=clip_x0,
+                    cond=None
+                    if labels is None
+                    else {"class_labels": labels[start : start + batch_size].to(self.device)},
                     **sampler_options,
                 )
                 results.append(result)
@@ -137,7 +155,3 @@ def to_pil(images: Tensor) -> list[Image.Image]:
     """[-1, 1] (N, C, H, W) → PIL images (mode L or RGB)."""
     array = to_uint8(images)
     return [Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a) for a in array]
-
-
-def grid_rows(n: int) -> int:
-    return max(1, math.isqrt(n - 1) + 1) if n > 1 else 1

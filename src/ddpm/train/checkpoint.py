@@ -129,6 +129,20 @@ def save_checkpoint(
     return final
 
 
+def mark_best(path: Path) -> Path:
+    """Copy a complete checkpoint to ``checkpoints/best`` atomically (copy, then rename over)."""
+    best = path.parent / "best"
+    tmp = path.parent / f".tmp-best-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(path, tmp)
+    old = path.parent / f".old-best-{os.getpid()}"
+    if best.exists():
+        os.replace(best, old)
+    os.replace(tmp, best)
+    shutil.rmtree(old, ignore_errors=True)
+    return best
+
+
 def _cpu(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
 

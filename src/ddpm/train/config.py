@@ -24,6 +24,7 @@ class DataConfig:
     channels: int = 0  # 1 (grayscale) or 3 (RGB) for folders; 0 → the data set's own channels
     random_flip: bool = False  # random horizontal flips of training batches (DDPM used them on CIFAR-10)
     num_points: int = 20000  # size of generated 2-D point sets
+    class_conditional: bool = False  # condition the network on the data set's class labels
 
     def __post_init__(self) -> None:
         if self.image_size < 0:
@@ -40,12 +41,15 @@ class DiffusionConfig:
     num_steps: int = 1000  # T, the number of forward steps
     parameterization: Literal["eps", "x0", "v"] = "eps"  # what the network predicts (DDPM: ε)
     min_snr_gamma: float = 0.0  # min-SNR-γ loss weighting (Hang et al. 2023); 0 → off (eq. 14, unweighted)
+    label_dropout: float = 0.1  # P(label → "no label") when class-conditional, for classifier-free guidance
 
     def __post_init__(self) -> None:
         if self.num_steps < 1:
             raise ValueError(f"diffusion.num_steps={self.num_steps} must be ≥ 1")
         if self.min_snr_gamma < 0:
             raise ValueError(f"diffusion.min_snr_gamma={self.min_snr_gamma} must be ≥ 0 (0 = off)")
+        if not 0.0 <= self.label_dropout < 1.0:
+            raise ValueError(f"diffusion.label_dropout={self.label_dropout} must be in [0, 1)")
 
 
 @dataclass(frozen=True)
@@ -89,12 +93,22 @@ class RunConfig:
     preview_sampler: Literal["ddpm", "ddim"] = "ddim"  # sampler for previews
     preview_steps: int = 100  # sampler steps for previews
     num_threads: int = 0  # torch CPU threads; 0 → torch's default
+    eval_every: int = 0  # steps between sample-quality evaluations (eval.jsonl, best checkpoint); 0 → off
+    eval_samples: int = 1000  # samples drawn for each evaluation
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "log_every", "keep_last", "preview_images", "preview_steps"):
+        for name in (
+            "steps",
+            "batch_size",
+            "log_every",
+            "keep_last",
+            "preview_images",
+            "preview_steps",
+            "eval_samples",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"run.{name}={getattr(self, name)} must be ≥ 1")
-        for name in ("sample_every", "checkpoint_every", "num_threads", "time_budget_s"):
+        for name in ("sample_every", "checkpoint_every", "num_threads", "time_budget_s", "eval_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"run.{name}={getattr(self, name)} must be ≥ 0")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):

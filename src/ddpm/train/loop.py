@@ -16,7 +16,14 @@ from ddpm.data import Dataset
 from ddpm.diffusion import make_schedule
 from ddpm.diffusion.losses import DiffusionLoss
 from ddpm.nets import build_net
-from ddpm.train.checkpoint import assert_finite, load_checkpoint, optimizer_from_tensors, save_checkpoint
+from ddpm.train.checkpoint import (
+    assert_finite,
+    checkpoint_dir,
+    load_checkpoint,
+    mark_best,
+    optimizer_from_tensors,
+    save_checkpoint,
+)
 from ddpm.train.config import TrainConfig, config_to_dict
 from ddpm.train.data_order import EpochOrder, mix_seed
 from ddpm.train.ema import EMA
@@ -67,10 +74,13 @@ def train_loop(
     resume_from: Path | None = None,
     stop: StopRequests | None = None,
     previews: Any = None,
+    evaluate: Any = None,
 ) -> TrainResult:
     """Train ``config`` on ``dataset`` into ``run_dir`` (which must already hold config.toml).
 
-    ``previews(step, ema_model)`` draws preview samples, when given.
+    ``previews(step, ema_model)`` draws preview samples, when given. ``evaluate(step, ema_model)``
+    returns ``(metrics, lower_is_better_value)``; its results go to eval.jsonl and the best
+    checkpoint by that value is kept in ``checkpoints/best``.
     """
     started = time.perf_counter()
     run = config.run
@@ -123,11 +133,21 @@ def train_loop(
     interval_loss = torch.zeros((), device=device)
     interval_steps, interval_start, skipped = 0, time.perf_counter(), 0
     last_loss, stopped_early = float("nan"), False
+    best_score = _best_score(run_dir)
     model.train()
     while step < run.steps:
         generator = torch.Generator(device=device).manual_seed(mix_seed(run.seed, step))
         torch.manual_seed(mix_seed(run.seed, step, 0xD0))  # dropout
-        x0 = dataset.batch(order.batch_indices(step), device=device)
+        index = order.batch_indices(step)
+        x0 = dataset.batch(index, device=device)
+        cond = {}
+        if config.model.num_classes is not None:  # classifier-free guidance: drop some labels
+            labels = dataset.labels[index].to(device)
+            drop = (
+                torch.rand(labels.shape[0], device=device, generator=generator)
+                < config.diffusion.label_dropout
+            )
+            cond["class_labels"] = torch.where(drop, config.model.num_classes, labels)
         if config.data.random_flip:
             flip = torch.rand(x0.shape[0], device=device, generator=generator) < 0.5
             x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
@@ -136,7 +156,7 @@ def train_loop(
         for group in optimizer.param_groups:
             group["lr"] = config.optim.lr * lr_factor(step, config)
 
-        loss = loss_fn(model, x0, generator=generator).mean()
+        loss = loss_fn(model, x0, generator=generator, **cond).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         clip = config.optim.grad_clip_norm or float("inf")
@@ -171,6 +191,9 @@ def train_loop(
             interval_steps, interval_start = 0, now
         if run.checkpoint_every and step % run.checkpoint_every == 0 and step < run.steps:
             save(step)
+        if evaluate is not None and run.eval_every and step % run.eval_every == 0:
+            best_score = _evaluate(evaluate, step, ema.model, run_dir, best_score, save)
+            model.train()
         if previews is not None and run.sample_every and step % run.sample_every == 0 and step < run.steps:
             previews(step, ema.model)
             model.train()
@@ -186,3 +209,25 @@ def train_loop(
     if previews is not None:
         previews(step, ema.model, final=True)
     return TrainResult(run_dir, step, stopped_early, last_loss, time.perf_counter() - started)
+
+
+def _best_score(run_dir: Path) -> float:
+    """The best evaluation score so far (from eval.jsonl), so a resumed run keeps its best."""
+    path = run_dir / "eval.jsonl"
+    if not path.exists():
+        return math.inf
+    scores = [
+        json.loads(line).get("score", math.inf) for line in path.read_text().splitlines() if line.strip()
+    ]
+    return min(scores, default=math.inf)
+
+
+def _evaluate(evaluate: Any, step: int, ema_model: nn.Module, run_dir: Path, best: float, save: Any) -> float:
+    metrics, score = evaluate(step, ema_model)
+    with (run_dir / "eval.jsonl").open("a") as f:
+        f.write(json.dumps({"step": step, **metrics, "score": score}) + "\n")
+    if score < best:
+        save(step)
+        mark_best(checkpoint_dir(run_dir, step))
+        return score
+    return best

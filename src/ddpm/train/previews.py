@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 from torch import nn
 
 from ddpm.data import Dataset
@@ -33,10 +34,21 @@ class Previews:
 
         run = self.config.run
         model = DiffusionModel(
-            net, self.schedule, self.config.diffusion.parameterization, self.sample_shape, self.kind
+            net,
+            self.schedule,
+            self.config.diffusion.parameterization,
+            self.sample_shape,
+            self.kind,
+            self.config,
         )
+        num_classes = self.config.model.num_classes
+        labels = None if num_classes is None else torch.arange(run.preview_images) % num_classes
         samples = model.sample(
-            run.preview_images, sampler=run.preview_sampler, steps=run.preview_steps, seed=run.seed
+            run.preview_images,
+            sampler=run.preview_sampler,
+            steps=run.preview_steps,
+            seed=run.seed,
+            labels=labels,
         )
         self.folder.mkdir(parents=True, exist_ok=True)
         name = "final" if final else f"step_{step:07d}"

@@ -7,6 +7,7 @@ existing run without --resume/--overwrite leaves the disk untouched.
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -44,8 +45,17 @@ def load_data(config: TrainConfig, split: str = "train") -> Dataset:
 
 
 def resolve_for_data(config: TrainConfig, dataset: Dataset) -> TrainConfig:
-    """Fit the network's input to the data: channels and size for images, dimension for points."""
+    """Fit the network to the data: channels and size for images, dimension for points, classes."""
     model = config.model
+    num_classes = None
+    if config.data.class_conditional:
+        if dataset.num_classes is None:
+            raise ConfigError(
+                f"data.class_conditional is set but data {config.data.spec!r} has no labels; "
+                "use a labelled set (digits, mnist, cifar10, a folder with class subfolders)"
+            )
+        num_classes = dataset.num_classes
+    model = dataclasses.replace(model, num_classes=num_classes)
     if dataset.kind == "points":
         if not isinstance(model, MLPConfig):
             raise ConfigError(f'data {config.data.spec!r} is 2-D points; use model.kind = "mlp"')
@@ -136,7 +146,8 @@ def train(
 
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.toml").write_text(dumps_toml(config_to_dict(config)))
-    _truncate_log(run_dir / "log.jsonl", 0 if checkpoint is None else _step_of(checkpoint))
+    for log_name in ("log.jsonl", "eval.jsonl"):
+        _truncate_log(run_dir / log_name, 0 if checkpoint is None else _step_of(checkpoint))
     previews = Previews(config, dataset, run_dir)
     with StopRequests() as stop:
         return train_loop(config, dataset, run_dir, resume_from=checkpoint, stop=stop, previews=previews)
@@ -150,8 +161,6 @@ def _truncate_log(path: Path, last_step: int) -> None:
     """Drop log lines after the step we resume from, so the log reads as one uninterrupted run."""
     if not path.exists():
         return
-    import json
-
     lines = [line for line in path.read_text().splitlines() if line.strip()]
     kept = [line for line in lines if json.loads(line).get("step", 0) <= last_step]
     path.write_text("".join(line + "\n" for line in kept))
