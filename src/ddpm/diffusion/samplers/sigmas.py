@@ -5,6 +5,10 @@ probability-flow ODE dx/dσ = (x − D(x; σ))/σ (Karras eq. 3 with s = 1). A d
 the T noise levels σ_0 < … < σ_{T−1}; between them σ ↔ t is piecewise linear in log σ, as k-diffusion's
 ``DiscreteSchedule`` (t_to_sigma, sigma_to_t) and diffusers' ``_sigma_to_t`` do, so the network is
 called at a fractional timestep t(σ) off the training grid.
+
+Deliberate differences from diffusers: its DPMSolverMultistepScheduler rounds t(σ) of the karras grid
+to integers (we keep it fractional, so the net's noise level is the σ used to convert its output); its
+EulerDiscreteScheduler "linspace" timesteps are fractional with σ linear in t, a spacing we do not offer.
 """
 
 from __future__ import annotations
