@@ -92,6 +92,25 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_viz(args: argparse.Namespace) -> int:
+    from ddpm.report import draw_pictures
+
+    for path in draw_pictures(args.run_dir, args.kind, args.out_dir):
+        print(path)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from ddpm.report import make_report
+
+    print(
+        make_report(
+            args.run_dir, args.out, title=args.title, authors=args.authors, url=args.url, page=args.page
+        )
+    )
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ddpm", description="Denoising diffusion probabilistic models: train, sample, evaluate."
@@ -144,8 +163,14 @@ def make_parser() -> argparse.ArgumentParser:
     )
     sample.add_argument("path", metavar="RUN_DIR|CHECKPOINT")
     sample.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
-    sample.add_argument("--sampler", default="ddim", help="ddpm (Algorithm 2) or ddim (default)")
-    sample.add_argument("--steps", type=int, help="sampler steps (default: ddpm 1000, ddim 50)")
+    sample.add_argument(
+        "--sampler", default="ddim", help="ddpm (Algorithm 2), ddim (default), dpm++2m, euler, heun, euler_a"
+    )
+    sample.add_argument(
+        "--steps",
+        type=int,
+        help="sampler steps (default: ddpm 1000, ddim 50, dpm++2m 20; heun uses 2·steps−1 evaluations)",
+    )
     sample.add_argument(
         "--eta", type=float, default=0.0, help="DDIM η: 0 deterministic, 1 ancestral variance"
     )
@@ -156,6 +181,35 @@ def make_parser() -> argparse.ArgumentParser:
     sample.add_argument("--weights", default="ema", choices=("ema", "raw"))
     sample.add_argument("--device", default="auto")
     sample.set_defaults(func=cmd_sample)
+
+    viz = commands.add_parser(
+        "viz",
+        help="draw pictures of a run",
+        description=(
+            "Forward and reverse process strips, a GIF of the reverse process, training curves and "
+            "schedule plots, written to RUN_DIR/figures (or --out-dir)."
+        ),
+    )
+    viz.add_argument("kind", choices=("forward", "reverse", "gif", "curves", "schedule", "all"))
+    viz.add_argument("run_dir", metavar="RUN_DIR")
+    viz.add_argument("--out-dir", help="folder for the pictures (default RUN_DIR/figures)")
+    viz.set_defaults(func=cmd_viz)
+
+    report = commands.add_parser(
+        "report",
+        help="make a poster of a run",
+        description=(
+            "A poster of a run, laid out by the lecture's poster guidelines: 47 x 23.5 in landscape, "
+            "three columns, printed at 200%%."
+        ),
+    )
+    report.add_argument("run_dir", metavar="RUN_DIR")
+    report.add_argument("--out", default="poster.pdf", metavar="FILE.pdf|FILE.png|FILE.svg")
+    report.add_argument("--title", help="poster title (default: from the run)")
+    report.add_argument("--authors", default="", help="author line")
+    report.add_argument("--url", help="URL for the QR code")
+    report.add_argument("--page", default="poster", choices=("poster", "a4", "letter"))
+    report.set_defaults(func=cmd_report)
     return parser  # fmt: skip
 
 

@@ -8,14 +8,25 @@ from collections.abc import Callable
 
 from ddpm.diffusion.samplers.ancestral import VARIANCES, ancestral_sample, ancestral_step
 from ddpm.diffusion.samplers.ddim import ddim_sample, ddim_step
+from ddpm.diffusion.samplers.dpm_solver import dpm_solver_pp_sample
+from ddpm.diffusion.samplers.karras import euler_ancestral_sample, euler_sample, heun_sample
 from ddpm.diffusion.samplers.noise import PerSampleGenerators, per_sample_noise, sample_seeds
 from ddpm.diffusion.samplers.result import SampleResult, TrajectoryStep
+from ddpm.diffusion.samplers.sigmas import SIGMA_SPACINGS
 from ddpm.diffusion.samplers.spacing import SPACINGS, ChainStep, respaced_chain, timesteps
 
-SAMPLERS: dict[str, Callable[..., SampleResult]] = {"ddpm": ancestral_sample, "ddim": ddim_sample}
+SAMPLERS: dict[str, Callable[..., SampleResult]] = {
+    "ddpm": ancestral_sample,  # DDPM Algorithm 2
+    "ddim": ddim_sample,  # Song et al. 2021, eq. 12
+    "dpm++2m": dpm_solver_pp_sample,  # Lu et al. 2022b, multistep second order
+    "euler": euler_sample,  # Karras et al. 2022, Algorithm 1 (deterministic)
+    "heun": heun_sample,  # Karras et al. 2022, Algorithm 1 with the 2nd-order correction
+    "euler_a": euler_ancestral_sample,  # Euler with ancestral noise (k-diffusion)
+}
 
 __all__ = [
     "SAMPLERS",
+    "SIGMA_SPACINGS",
     "SPACINGS",
     "VARIANCES",
     "ChainStep",
@@ -26,6 +37,10 @@ __all__ = [
     "ancestral_step",
     "ddim_sample",
     "ddim_step",
+    "dpm_solver_pp_sample",
+    "euler_ancestral_sample",
+    "euler_sample",
+    "heun_sample",
     "per_sample_noise",
     "respaced_chain",
     "sample_seeds",
