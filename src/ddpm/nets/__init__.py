@@ -1,0 +1,38 @@
+"""Denoising networks: nn.Modules that know shapes, not schedules.
+
+Every network is called as ``net(x_t, t, class_labels=None)`` with t the 0-based timestep indices
+(B,) (int or float) or a scalar, and returns a tensor shaped like x_t.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ddpm.nets.configs import UNET_PRESETS, MLPConfig, UNetConfig
+from ddpm.nets.mlp import MLPDenoiser
+from ddpm.nets.unet import UNet
+
+
+def build_net(config: UNetConfig | MLPConfig) -> UNet | MLPDenoiser:
+    """The network a config describes: UNetConfig -> UNet, MLPConfig -> MLPDenoiser."""
+    if isinstance(config, UNetConfig):
+        return UNet(config)
+    if isinstance(config, MLPConfig):
+        return MLPDenoiser(config)
+    raise ValueError(f"cannot build a network from {type(config).__name__}; give a UNetConfig or MLPConfig")
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of scalar parameters (each shared tensor counted once)."""
+    return sum(p.numel() for p in module.parameters())
+
+
+__all__ = [
+    "UNET_PRESETS",
+    "MLPConfig",
+    "MLPDenoiser",
+    "UNet",
+    "UNetConfig",
+    "build_net",
+    "count_parameters",
+]

@@ -1,0 +1,165 @@
+"""The DDPM U-Net (Ho et al. 2020, appendix B; a port of diffusion_tf/models/unet.py).
+
+Submodule names follow the paper's code: temb.dense[0..1], conv_in, down[i].block[j], down[i].attn[j],
+down[i].downsample, mid.block_1, mid.attn_1, mid.block_2, up[i].block[j], up[i].attn[j],
+up[i].upsample, norm_out, conv_out. Level i works at resolution image_size / 2^i in both paths.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ddpm.nets.attention import AttnBlock
+from ddpm.nets.blocks import Downsample, ResnetBlock, Upsample, norm_silu
+from ddpm.nets.configs import UNetConfig, halvings
+from ddpm.nets.embeddings import ClassEmbedding, TimeEmbedding, broadcast_timesteps
+from ddpm.nets.init import ZERO_SCALE, paper_init_
+
+
+class DownLevel(nn.Module):
+    """One resolution of the down path: residual blocks, their attention (if any), then downsampling."""
+
+    def __init__(
+        self, blocks: list[ResnetBlock], attns: list[AttnBlock], downsample: Downsample | None
+    ) -> None:
+        super().__init__()
+        self.block = nn.ModuleList(blocks)
+        self.attn = nn.ModuleList(attns)  # empty, or one per block
+        self.downsample = downsample  # None at the lowest resolution
+
+
+class UpLevel(nn.Module):
+    """One resolution of the up path: residual blocks, their attention (if any), then upsampling."""
+
+    def __init__(self, blocks: list[ResnetBlock], attns: list[AttnBlock], upsample: Upsample | None) -> None:
+        super().__init__()
+        self.block = nn.ModuleList(blocks)
+        self.attn = nn.ModuleList(attns)  # empty, or one per block
+        self.upsample = upsample  # None at full resolution
+
+
+class Middle(nn.Module):
+    """Residual block, attention, residual block at the lowest resolution."""
+
+    def __init__(self, channels: int, temb_dim: int, config: UNetConfig) -> None:
+        super().__init__()
+        block_args = (temb_dim, config.dropout, config.num_groups, config.norm_eps)
+        self.block_1 = ResnetBlock(channels, channels, *block_args)
+        self.attn_1 = AttnBlock(channels, config.num_heads, config.num_groups, config.norm_eps)
+        self.block_2 = ResnetBlock(channels, channels, *block_args)
+
+    def forward(self, h: Tensor, temb_act: Tensor) -> Tensor:
+        return self.block_2(self.attn_1(self.block_1(h, temb_act)), temb_act)
+
+
+class UNet(nn.Module):
+    """ε-network (or x₀, v) of DDPM: ``UNet(config)(x, t, class_labels=None) -> Tensor`` shaped like x.
+
+    Works for any H, W divisible by ``config.downsample_factor``; attention runs at the levels whose
+    height at ``config.image_size`` is listed in ``attention_resolutions``, whatever the input size.
+    """
+
+    def __init__(self, config: UNetConfig) -> None:
+        super().__init__()
+        self.config = config
+        ch, temb_dim = config.base_channels, 4 * config.base_channels
+        block_args = (temb_dim, config.dropout, config.num_groups, config.norm_eps)
+        attn_args = (config.num_heads, config.num_groups, config.norm_eps)
+        attention_levels = set(config.attention_levels)
+        last = config.num_levels - 1
+
+        self.temb = TimeEmbedding(ch, temb_dim)
+        self.class_embedding = (
+            None if config.num_classes is None else ClassEmbedding(config.num_classes, temb_dim)
+        )
+        self.conv_in = nn.Conv2d(config.in_channels, ch, 3, padding=1)
+        paper_init_(self.conv_in)
+
+        # Down path: remember the channel count of every tensor pushed on the skip stack (the paper's hs).
+        skip_channels = [ch]
+        in_ch = ch
+        down = []
+        for level, out_ch in enumerate(config.level_channels):
+            blocks, attns = [], []
+            for _ in range(config.num_res_blocks):
+                blocks.append(ResnetBlock(in_ch, out_ch, *block_args))
+                if level in attention_levels:
+                    attns.append(AttnBlock(out_ch, *attn_args))
+                in_ch = out_ch
+                skip_channels.append(in_ch)
+            resample = Downsample(in_ch, config.resamp_with_conv) if level != last else None
+            if resample is not None:
+                skip_channels.append(in_ch)
+            down.append(DownLevel(blocks, attns, resample))
+        self.down = nn.ModuleList(down)
+
+        self.mid = Middle(in_ch, temb_dim, config)
+
+        # Up path: num_res_blocks + 1 blocks per level, each eating one skip tensor (concatenated).
+        up = [None] * config.num_levels
+        for level in reversed(range(config.num_levels)):
+            out_ch = config.level_channels[level]
+            blocks, attns = [], []
+            for _ in range(config.num_res_blocks + 1):
+                blocks.append(ResnetBlock(in_ch + skip_channels.pop(), out_ch, *block_args))
+                if level in attention_levels:
+                    attns.append(AttnBlock(out_ch, *attn_args))
+                in_ch = out_ch
+            resample = Upsample(in_ch, config.resamp_with_conv) if level != 0 else None
+            up[level] = UpLevel(blocks, attns, resample)
+        self.up = nn.ModuleList(up)
+
+        self.norm_out = nn.GroupNorm(config.num_groups, in_ch, eps=config.norm_eps)
+        self.conv_out = nn.Conv2d(in_ch, config.resolved_out_channels, 3, padding=1)
+        paper_init_(self.conv_out, scale=ZERO_SCALE)
+
+    def forward(self, x: Tensor, t: Tensor | int | float, class_labels: Tensor | None = None) -> Tensor:
+        """x: (B, C, H, W); t: (B,) timestep indices (int or float) or a scalar; class_labels: (B,) or None.
+
+        A class-conditional net given class_labels=None uses the null label (unconditional output).
+        """
+        self._check_input(x)
+        batch = x.shape[0]
+        temb = self.temb(broadcast_timesteps(t, batch, x.device))  # (B, 4·ch)
+        if self.class_embedding is not None:
+            temb = temb + self.class_embedding(class_labels, batch, x.device)
+        elif class_labels is not None:
+            raise ValueError("class_labels given to an unconditional UNet; set num_classes in UNetConfig")
+        temb_act = F.silu(temb)  # every residual block starts its time path with SiLU: do it once
+
+        hs = [self.conv_in(x)]  # skip stack, (B, ch, H, W) first
+        for level in self.down:
+            for j, block in enumerate(level.block):
+                h = block(hs[-1], temb_act)
+                if level.attn:
+                    h = level.attn[j](h)
+                hs.append(h)
+            if level.downsample is not None:
+                hs.append(level.downsample(hs[-1]))
+
+        h = self.mid(hs[-1], temb_act)
+
+        for level in reversed(self.up):
+            for j, block in enumerate(level.block):
+                h = block(torch.cat([h, hs.pop()], dim=1), temb_act)
+                if level.attn:
+                    h = level.attn[j](h)
+            if level.upsample is not None:
+                h = level.upsample(h)
+
+        return self.conv_out(norm_silu(self.norm_out, h))  # (B, C_out, H, W)
+
+    def _check_input(self, x: Tensor) -> None:
+        config = self.config
+        if x.ndim != 4 or x.shape[1] != config.in_channels:
+            raise ValueError(
+                f"input of shape {tuple(x.shape)} is not (B, {config.in_channels}, H, W) for this UNet"
+            )
+        height, width, factor = x.shape[2], x.shape[3], config.downsample_factor
+        if height % factor or width % factor or height == 0 or width == 0:
+            raise ValueError(
+                f"image size {height}×{width} cannot be halved {halvings(config.num_levels - 1)}; "
+                f"height and width must be positive multiples of {factor}"
+            )
