@@ -133,6 +133,17 @@ def test_channels_last_gives_the_same_output(net):
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
 
 
+def test_runs_under_cpu_bfloat16_autocast(net):
+    # Mixed precision is the trainer's choice; the net must only stay close to its float32 output.
+    x, t = torch.randn(2, 3, 16, 16), torch.tensor([5, 600])
+    with torch.no_grad():
+        expected = net(x, t)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = net(x, t)
+    assert out.shape == x.shape
+    assert (out.float() - expected).norm() / expected.norm() < 0.05
+
+
 def test_batch_elements_are_independent(net):
     # GroupNorm normalises per sample: one image's output does not depend on its batch mates.
     x, t = torch.randn(3, 3, 16, 16), torch.tensor([5, 50, 500])

@@ -39,7 +39,7 @@ def broadcast_timesteps(t: Tensor | int | float, batch_size: int, device: torch.
         raise ValueError(
             f"timesteps of shape {tuple(t.shape)} do not match batch size {batch_size}; give (B,) or a scalar"
         )
-    return t
+    return t.to(device)
 
 
 class TimeEmbedding(nn.Module):

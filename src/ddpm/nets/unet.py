@@ -59,6 +59,12 @@ class UNet(nn.Module):
 
     Works for any H, W divisible by ``config.downsample_factor``; attention runs at the levels whose
     height at ``config.image_size`` is listed in ``attention_resolutions``, whatever the input size.
+
+    Speed notes: the time embedding and its SiLU are computed once per forward; activations are
+    overwritten in place wherever autograd allows (everywhere without autograd). Both memory formats
+    work: ``net.to(memory_format=torch.channels_last)`` with channels_last inputs gives the same output
+    (on this CPU about as fast as NCHW, since GroupNorm is slow in channels_last); CPU bfloat16
+    autocast works too (about 1.9× faster for the CIFAR-10 net on an AVX512-BF16 CPU).
     """
 
     def __init__(self, config: UNetConfig) -> None:
