@@ -238,15 +238,19 @@ def test_inception_score_rejects_bad_splits_and_shapes() -> None:
         inception_score(torch.full((5,), 0.2))
 
 
-def test_class_coverage_counts_classes_with_a_fair_share() -> None:
-    labels = torch.tensor([0] * 50 + [1] * 49 + [2])  # class 2 gets 1 of the 10 needed for 0.1·100/3
-    assert class_coverage(labels, 4) == pytest.approx(0.5)
-    assert class_coverage(labels, 4, min_share=0.0) == pytest.approx(0.75)
+def test_class_coverage_counts_classes_with_enough_confident_samples() -> None:
+    confident = torch.eye(4, dtype=torch.float64)  # row c: class c with probability 1
+    unsure = torch.tensor([[0.0, 0.0, 0.6, 0.4]], dtype=torch.float64)
+    # 100 samples → a class needs 0.1 · 100 / 4 = 2.5, so 3 confident samples
+    probs = torch.cat([confident[[0] * 50 + [1] * 3 + [2] * 2], unsure.repeat(45, 1)])
+    assert class_coverage(probs) == pytest.approx(0.5)  # classes 0 and 1
+    assert class_coverage(probs, confident_prob=0.5) == pytest.approx(0.75)  # the unsure ones count for 2
+    assert class_coverage(probs, confident_prob=0.0, min_share=0.0) == pytest.approx(0.75)
 
 
-def test_class_coverage_rejects_labels_out_of_range() -> None:
-    with pytest.raises(ValueError, match=r"pred_labels must lie in \[0, 2\]; got 0..3"):
-        class_coverage(torch.tensor([0, 3]), 3)
+def test_class_coverage_rejects_labels_instead_of_probabilities() -> None:
+    with pytest.raises(ValueError, match=r"probs must be 2-D \(N, num_classes\); got shape \(2,\)"):
+        class_coverage(torch.tensor([0.0, 3.0]))
 
 
 def test_confidence_fraction_and_mean() -> None:

@@ -91,21 +91,21 @@ def frechet_distance(feats_a: Tensor | np.ndarray, feats_b: Tensor | np.ndarray)
 
 
 def polynomial_kernel(x: Tensor, y: Tensor) -> Tensor:
-    """KID's cubic kernel k(x, y) = (x·y / d + 1)³ (Bińkowski et al. 2018, sec. 3)."""
-    return (x @ y.T / x.shape[1] + 1) ** 3
+    """KID's cubic kernel k(x, y) = (x·y / d + 1)³ (Bińkowski et al. 2018, sec. 3), batched over lead dims."""
+    return (x @ y.transpose(-1, -2) / x.shape[-1] + 1) ** 3
 
 
-def mmd2_unbiased(x: Tensor, y: Tensor) -> float:
+def mmd2_unbiased(x: Tensor, y: Tensor) -> Tensor:
     """Unbiased MMD² estimate with the cubic kernel (Gretton et al. 2012, eq. 3; Bińkowski et al. 2018).
 
-    Diagonal terms k(x_i, x_i) are left out of the within-set means; the cross term averages all m·n
-    pairs (it has no diagonal to leave out since x and y are independent).
+    x (..., m, d), y (..., n, d) → (...). Diagonal terms k(x_i, x_i) are left out of the within-set
+    means; the cross term averages all m·n pairs (x and y are independent, so it has no diagonal).
     """
-    m, n = x.shape[0], y.shape[0]
+    m, n = x.shape[-2], y.shape[-2]
     k_xx, k_yy, k_xy = polynomial_kernel(x, x), polynomial_kernel(y, y), polynomial_kernel(x, y)
-    within_x = (k_xx.sum() - k_xx.diagonal().sum()) / (m * (m - 1))
-    within_y = (k_yy.sum() - k_yy.diagonal().sum()) / (n * (n - 1))
-    return float(within_x + within_y - 2 * k_xy.mean())
+    within_x = (k_xx.sum((-1, -2)) - k_xx.diagonal(dim1=-2, dim2=-1).sum(-1)) / (m * (m - 1))
+    within_y = (k_yy.sum((-1, -2)) - k_yy.diagonal(dim1=-2, dim2=-1).sum(-1)) / (n * (n - 1))
+    return within_x + within_y - 2 * k_xy.mean((-1, -2))
 
 
 def kernel_inception_distance(
@@ -119,21 +119,32 @@ def kernel_inception_distance(
     """KID: mean and std of the unbiased MMD² over random subsets (Bińkowski et al. 2018).
 
     Subsets of min(subset_size, N_a, N_b) are drawn without replacement, independently per subset,
-    from a seeded generator, as in the reference implementation.
+    from a seeded generator, as in the reference implementation. When both sets are no larger than
+    subset_size every subset is the whole of both, so MMD² is computed once and the std is 0.
     """
     if num_subsets < 1 or subset_size < 2:
         raise ValueError(f"num_subsets must be >= 1 and subset_size >= 2; got {num_subsets}, {subset_size}")
     a, b = _as_float64_2d("feats_a", feats_a), _as_float64_2d("feats_b", feats_b)
     _check_same_dim(a, b)
     size = min(subset_size, a.shape[0], b.shape[0])
+    if size == a.shape[0] == b.shape[0]:  # every subset is the whole of both sets: one value, std 0
+        return float(mmd2_unbiased(a, b)), 0.0
     generator = torch.Generator().manual_seed(seed)
-    values = []
-    for _ in range(num_subsets):
-        idx_a = torch.randperm(a.shape[0], generator=generator)[:size]
-        idx_b = torch.randperm(b.shape[0], generator=generator)[:size]
-        values.append(mmd2_unbiased(a[idx_a], b[idx_b]))
-    values_np = np.asarray(values)
-    return float(values_np.mean()), float(values_np.std())
+    index_a = torch.stack(
+        [torch.randperm(a.shape[0], generator=generator)[:size] for _ in range(num_subsets)]
+    )
+    index_b = torch.stack(
+        [torch.randperm(b.shape[0], generator=generator)[:size] for _ in range(num_subsets)]
+    )
+    # several subsets per batched matmul, ≤ 2²² kernel entries (32 MiB of float64) per matrix
+    per_chunk = max(1, 2**22 // (size * size))
+    values = torch.cat(
+        [
+            mmd2_unbiased(a[ia], b[ib])
+            for ia, ib in zip(index_a.split(per_chunk), index_b.split(per_chunk), strict=True)
+        ]
+    )
+    return float(values.mean()), float(values.std(unbiased=False))
 
 
 def _pairwise_sq_dists(x: Tensor, y: Tensor) -> Tensor:
@@ -210,19 +221,20 @@ def inception_score(probs: Tensor | np.ndarray, *, splits: int = 10) -> tuple[fl
     return float(scores_np.mean()), float(scores_np.std())
 
 
-def class_coverage(pred_labels: Tensor | np.ndarray, num_classes: int, *, min_share: float = 0.1) -> float:
-    """Fraction of classes that receive at least `min_share` of their fair share N / C of predictions.
+def class_coverage(
+    probs: Tensor | np.ndarray, *, confident_prob: float = 0.9, min_share: float = 0.1
+) -> float:
+    """Fraction of classes of which the samples hold enough recognisable examples.
 
-    A stray misclassified sample does not make a class "covered": the class must get at least
-    min_share · N / C samples (at least 1). With min_share = 0 any single prediction counts.
+    A class counts when at least max(1, min_share · N / C) samples are classified into it with
+    probability ≥ confident_prob: neither a stray misclassified sample nor a heap of unrecognisable
+    ones (noise spreads its argmax over every class) makes a class covered. confident_prob = 0 and
+    min_share = 0 count any argmax at all.
     """
-    labels = torch.as_tensor(pred_labels).detach().to("cpu", torch.int64).reshape(-1)
-    if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
-        raise ValueError(
-            f"pred_labels must lie in [0, {num_classes - 1}]; got {labels.min()}..{labels.max()}"
-        )
-    counts = torch.bincount(labels, minlength=num_classes)
-    needed = max(1.0, min_share * labels.numel() / num_classes)
+    p = _check_probs(probs)
+    top, label = p.max(dim=1)
+    counts = torch.bincount(label[top >= confident_prob], minlength=p.shape[1])
+    needed = max(1.0, min_share * p.shape[0] / p.shape[1])
     return float((counts >= needed).double().mean())
 
 
