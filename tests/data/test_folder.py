@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from ddpm.data import load_dataset
+from ddpm.data.folder import unusable_images
 from ddpm.data.images import luma
 
 CIFAR_TEST_TAR = Path("/work/shared/data/cifar10-jpeg/test.tar")
@@ -89,7 +90,10 @@ def test_directory_with_classes_skips_what_it_should(tmp_path: Path) -> None:
         data = load_dataset(f"folder:{root}", image_size=8)
     assert data.data.shape == (4, 3, 8, 8) and data.class_names == ("cat", "dog")
     assert data.labels.tolist() == [0, 0, 1, 1]  # cat/a, cat/b, dog/c, dog/deeper/d
-    assert [s.name for s in data.skipped] == ["dog/broken.jpg"] and "Error" in data.skipped[0].reason
+    assert [s.name for s in unusable_images(data.skipped)] == ["dog/broken.jpg"]
+    assert "not an image PIL can read" in unusable_images(data.skipped)[0].reason
+    ignored = [s.name for s in data.skipped if s.reason.endswith("(ignored)")]
+    assert ignored == [".thumbnails/", "__MACOSX/", "cat/.hidden.png", "notes.txt"]  # each reported once
     assert (data.data[1] == 255).all()  # transparent PNG → white
     assert (data.data[2] == data.data[2, 0, 0, 0]).all()  # grey JPEG → equal RGB channels
     batch = data.batch(torch.arange(4))

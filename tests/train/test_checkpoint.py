@@ -77,7 +77,7 @@ def test_write_error_names_the_path_and_leaves_no_temp_files(tmp_path, monkeypat
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("ddpm.train.checkpoint.save_file", disk_full)
+    monkeypatch.setattr("ddpm.train.checkpoint.write_durably", disk_full)
     with pytest.raises(OSError, match=r"could not write checkpoint .*step_0000002: No space left on device"):
         save_checkpoint(tmp_path, 2, model=model, ema=ema, optimizer=optimizer, meta={})
     assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step_0000001"]

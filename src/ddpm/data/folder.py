@@ -1,6 +1,7 @@
 """Images from a directory, a .tar or a .zip; class sub-folders give labels.
 
-Layout rules, applied to the image files only (hidden files and other files are ignored):
+Layout rules, applied to the image files only (hidden files and other files are ignored, and
+listed in ``Dataset.skipped`` with the reason "… (ignored)"):
 
 1. Leading folders shared by every image are looked through (``test.tar`` → ``test/<class>/x.jpg``).
 2. If what remains is exactly two folders ``train/`` and ``test/``, ``split`` picks one ("all": both)
@@ -14,19 +15,23 @@ Layout rules, applied to the image files only (hidden files and other files are 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import numpy as np
 import torch
 
 from ddpm.data.dataset import Dataset, SkippedFile, fingerprint
-from ddpm.data.images import decode_image
+from ddpm.data.images import ImageRefused, decode_image
 from ddpm.data.sources import FileSource
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 DEFAULT_IMAGE_SIZE = 32
 SPLIT_FOLDERS = ("train", "test")
+MAX_FILE_BYTES = 512 * 1024 * 1024  # an image file larger than this is skipped unread (memory bound)
+IGNORED = "(ignored)"  # ends the reason of a skipped file that was never a candidate image
 
 
 @dataclass(frozen=True)
@@ -68,7 +73,8 @@ def load_folder(spec: str, path: Path, split: str, image_size: int | None, chann
     """Decode every image to uint8 (channels, size, size): resize shorter side + centre crop.
 
     ``image_size`` defaults to 32 and ``channels`` to 3 (RGB; 1 gives grey). Unreadable images are
-    skipped, listed in ``Dataset.skipped`` and reported in one warning.
+    skipped, listed in ``Dataset.skipped`` and reported in one warning; so are, marked "(ignored)",
+    hidden files and files without an image suffix. See :func:`report_skipped`.
     """
     size = DEFAULT_IMAGE_SIZE if image_size is None else image_size
     channels = 3 if channels is None else channels
@@ -78,6 +84,13 @@ def load_folder(spec: str, path: Path, split: str, image_size: int | None, chann
 
 def _load(source: FileSource, spec: str, path: Path, split: str, size: int, channels: int) -> Dataset:
     entries = source.entries()
+    ignored = [SkippedFile(name, f"hidden {IGNORED}") for name in source.hidden] + [
+        SkippedFile(
+            entry.name, f"suffix {PurePosixPath(entry.name).suffix!r} is not an image suffix {IGNORED}"
+        )
+        for entry in entries
+        if not entry.name.lower().endswith(IMAGE_SUFFIXES)
+    ]
     sizes = {entry.name: entry.size for entry in entries if entry.name.lower().endswith(IMAGE_SUFFIXES)}
     if not sizes:
         raise ValueError(f"folder {path} has no images; looked for {', '.join(IMAGE_SUFFIXES)}")
@@ -85,13 +98,16 @@ def _load(source: FileSource, spec: str, path: Path, split: str, size: int, chan
     row = {name: i for i, name in enumerate(layout.names)}
     images = np.empty((len(row), channels, size, size), dtype=np.uint8)  # filled in archive order
     readable = np.zeros(len(row), dtype=bool)
-    skipped = []
-    for name, data in source.read_all(set(row)):
+    skipped = [SkippedFile(name, _size_problem(sizes[name])) for name in row if _size_problem(sizes[name])]
+    wanted = set(row) - {s.name for s in skipped}
+    for name, data in source.read_all(wanted):
         try:
             if isinstance(data, Exception):
                 raise data
             images[row[name]] = decode_image(data, size, channels)
             readable[row[name]] = True
+        except ImageRefused as error:
+            skipped.append(SkippedFile(name, str(error)))
         except Exception as error:  # PIL's decoders raise many exception types for damaged files
             skipped.append(SkippedFile(name, f"{type(error).__name__}: {error}"))
     skipped.sort(key=lambda s: s.name)
@@ -118,8 +134,44 @@ def _load(source: FileSource, spec: str, path: Path, split: str, size: int, chan
         fingerprint=fingerprint(
             "folder", layout.split, size, channels, [(n, sizes[n]) for n in layout.names]
         ),
-        skipped=tuple(skipped),
+        skipped=tuple(sorted(skipped + ignored, key=lambda s: s.name)),
     )
+
+
+def _size_problem(size: int) -> str:
+    """Why a file of ``size`` bytes is skipped without reading it, or ""."""
+    if size == 0:
+        return "empty file (0 bytes)"
+    if size > MAX_FILE_BYTES:
+        return f"{size} bytes is over the {MAX_FILE_BYTES}-byte limit for one image file; not read"
+    return ""
+
+
+def unusable_images(skipped: Sequence[SkippedFile]) -> list[SkippedFile]:
+    """The skipped files that were meant as images (not hidden or other files)."""
+    return [s for s in skipped if not s.reason.endswith(IGNORED)]
+
+
+def report_skipped(dataset: Dataset, *, strict: bool = False, log: Callable[[str], Any] = print) -> None:
+    """Say once, with its reason, each file the loader passed over; with ``strict``, refuse instead.
+
+    Strict mode raises ValueError when any image file was unusable (hidden and non-image files
+    never count), so a run can refuse to start on a data set that is not what it should be.
+    """
+    bad = unusable_images(dataset.skipped)
+    if strict and bad:
+        raise ValueError(
+            f"data {dataset.spec!r} has {len(bad)} unusable image file(s), "
+            f"e.g. {bad[0].name} ({bad[0].reason}); fix or remove them, "
+            "or train without --strict-data (data.strict = false)"
+        )
+    for item in dataset.skipped:
+        log(f"data: skipped {item.name}: {item.reason}")
+    if dataset.skipped:
+        log(
+            f"data: training on {len(dataset)} images; skipped {len(bad)} unusable image file(s) "
+            f"and ignored {len(dataset.skipped) - len(bad)} other file(s)"
+        )
 
 
 def _describe(skipped: list[SkippedFile]) -> str:

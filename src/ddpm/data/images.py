@@ -3,17 +3,30 @@
 Both paths share one resize (shorter side to ``size``, bicubic with antialiasing, then a centre
 crop) and one grey conversion (ITU-R 601-2 luma, as PIL's "L"), so a data set gives the same
 pixels whether it comes from arrays or from image files.
+
+A file is refused (:class:`ImageRefused`, with a one-line reason) before its pixels are decoded
+when its header claims more than ``MAX_IMAGE_PIXELS`` pixels (a decompression bomb), a shorter side
+under ``MIN_SIDE_PX`` or an aspect ratio over ``MAX_ASPECT_RATIO``: so the memory one image can take
+is bounded whatever the file claims.
 """
 
 from __future__ import annotations
 
 import io
+import warnings
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
 HIGH_BIT_GREY = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+MAX_IMAGE_PIXELS = 89_478_485  # PIL's own decompression-bomb threshold (≈ 256 MiB of RGB), as a constant
+MIN_SIDE_PX = 8  # a shorter side below min(this, size) is not a picture worth upscaling (1×1 trackers)
+MAX_ASPECT_RATIO = 8  # longer / shorter side; beyond it a centre crop keeps a sliver and the resize a strip
+
+
+class ImageRefused(ValueError):
+    """An image file that is readable but not usable as a training image; the message says why."""
 
 
 def resize_center_crop(image: Image.Image, size: int) -> Image.Image:
@@ -32,10 +45,11 @@ def resize_center_crop(image: Image.Image, size: int) -> Image.Image:
 def to_channels(image: Image.Image, channels: int) -> Image.Image:
     """Grey ("L") or RGB; transparency is composited on white, 16-bit grey scaled to 8 bits."""
     if image.mode in HIGH_BIT_GREY:
-        grey = np.asarray(image, dtype=np.float64)
+        grey = np.asarray(image)  # uint16 ("I;16*") or int32 ("I"); widened so +128 cannot overflow
+        grey = grey.astype(np.int32 if grey.dtype.itemsize <= 2 else np.int64)
         if image.mode.startswith("I;16") or grey.max() > 255:  # 16-bit range: 65535 → 255
-            grey = grey / 257
-        image = Image.fromarray(np.clip(np.rint(grey), 0, 255).astype(np.uint8))  # uint8 2-D → "L"
+            grey = (grey + 128) // 257  # = round(v / 257): v / 257 is never exactly k + 1/2
+        image = Image.fromarray(np.clip(grey, 0, 255).astype(np.uint8))  # uint8 2-D → "L"
     elif image.mode == "F":
         raise ValueError("floating-point images (mode F) have no defined 8-bit range")
     has_alpha = image.mode in ALPHA_MODES or "transparency" in image.info
@@ -47,12 +61,44 @@ def to_channels(image: Image.Image, channels: int) -> Image.Image:
 
 
 def decode_image(data: bytes, size: int, channels: int) -> np.ndarray:
-    """File bytes → uint8 (C, size, size): first frame, EXIF orientation applied, resized and cropped."""
-    with Image.open(io.BytesIO(data)) as image:  # pixels must be read before the image is closed
+    """File bytes → uint8 (C, size, size): first frame, EXIF orientation applied, resized and cropped.
+
+    Raises :class:`ImageRefused` for an empty file, bytes that are no image, or an image whose
+    header claims a size outside the limits above; PIL's own errors for damaged files pass through.
+    """
+    if not data:
+        raise ImageRefused("empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():  # the pixel limit is checked below, with a clearer message
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            opened = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as error:
+        raise ImageRefused(f"decompression bomb refused before decoding ({error})") from None
+    except Image.UnidentifiedImageError:
+        raise ImageRefused(f"not an image PIL can read (starts with {data[:8]!r})") from None
+    with opened as image:  # pixels must be read before the image is closed
         image.draft(None, (size, size))  # JPEG: decode at 1/2, 1/4 or 1/8 scale when still ≥ size
+        check_image_size(*image.size, size)  # after draft: the size that will really be decoded
         upright = ImageOps.exif_transpose(image) if _orientation(image) != 1 else image
         pixels = np.asarray(resize_center_crop(to_channels(upright, channels), size))  # (H, W) or (H, W, 3)
     return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+
+
+def check_image_size(width: int, height: int, size: int) -> None:
+    """Refuse sizes whose decoding or resizing would be unbounded or meaningless (see the module doc)."""
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ImageRefused(
+            f"{width}×{height} = {width * height} pixels is over the {MAX_IMAGE_PIXELS}-pixel limit "
+            "(a decompression bomb?); refused before decoding"
+        )
+    short, long = min(width, height), max(width, height)
+    if short < min(MIN_SIDE_PX, size):
+        raise ImageRefused(f"{width}×{height} pixels: a side under {min(MIN_SIDE_PX, size)} pixels")
+    if long > MAX_ASPECT_RATIO * short:
+        raise ImageRefused(
+            f"{width}×{height} pixels: aspect ratio {long / short:.4g}:1 is over {MAX_ASPECT_RATIO}:1, "
+            "so a centre crop would keep a sliver of it"
+        )
 
 
 def _orientation(image: Image.Image) -> int:

@@ -26,6 +26,15 @@ def is_hidden(name: str) -> bool:
     return any(part.startswith(".") or part in SKIPPED_FOLDERS for part in name.split("/"))
 
 
+def hidden_prefix(name: str) -> str | None:
+    """``name`` up to its first hidden component ("a/.git/x" → "a/.git/", "a/.DS_Store"), or None."""
+    parts = name.split("/")
+    for i, part in enumerate(parts):
+        if part.startswith(".") or part in SKIPPED_FOLDERS:
+            return "/".join(parts[: i + 1]) + ("/" if i < len(parts) - 1 else "")
+    return None
+
+
 def clean_name(name: str) -> str:
     """Archive member name → "a/b.jpg" (no leading "./" or "/", no empty parts)."""
     return "/".join(part for part in name.replace("\\", "/").split("/") if part not in ("", "."))
@@ -43,6 +52,7 @@ class FileSource:
         self.path = Path(path)
         self._tar: tarfile.TarFile | None = None
         self._zip: zipfile.ZipFile | None = None
+        self.hidden: list[str] = []  # hidden files and folders ("x/.git/") passed over by entries()
         if self.path.is_dir():
             return
         if zipfile.is_zipfile(self.path):
@@ -61,13 +71,16 @@ class FileSource:
                 archive.close()
 
     def entries(self) -> list[FileEntry]:
-        """Every visible regular file, sorted by name."""
+        """Every visible regular file, sorted by name; what was hidden is listed in :attr:`hidden`."""
+        self.hidden = []
         try:
             found = self._list()
         except ARCHIVE_ERRORS as error:
             raise ValueError(
                 f"folder path {self.path} cannot be listed: {type(error).__name__}: {error}"
             ) from None
+        prefixes = (hidden_prefix(entry.name) for entry in found)
+        self.hidden = sorted({*self.hidden, *(prefix for prefix in prefixes if prefix is not None)})
         return sorted((entry for entry in found if not is_hidden(entry.name)), key=lambda entry: entry.name)
 
     def _list(self) -> list[FileEntry]:
@@ -80,6 +93,8 @@ class FileSource:
         else:
             found = []
             for dirpath, dirnames, filenames in os.walk(self.path):
+                relative = Path(dirpath).relative_to(self.path)
+                self.hidden += [(relative / d).as_posix() + "/" for d in dirnames if is_hidden(d)]
                 dirnames[:] = [d for d in dirnames if not is_hidden(d)]  # prune .git and the like
                 for filename in filenames:
                     file = Path(dirpath, filename)

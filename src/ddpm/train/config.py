@@ -25,6 +25,7 @@ class DataConfig:
     random_flip: bool = False  # random horizontal flips of training batches (DDPM used them on CIFAR-10)
     num_points: int = 20000  # size of generated 2-D point sets
     class_conditional: bool = False  # condition the network on the data set's class labels
+    strict: bool = False  # refuse to train when a folder holds unusable image files (--strict-data)
 
     def __post_init__(self) -> None:
         if self.image_size < 0:
@@ -63,6 +64,7 @@ class OptimConfig:
     grad_clip_norm: float = 1.0  # clip the global gradient norm to this (DDPM: 1.0); 0 → off
     ema_decay: float = 0.9999  # EMA decay of the weights (DDPM: 0.9999) ...
     ema_warmup: bool = True  # ... capped at (1 + step)/(10 + step) so short runs still average sensibly
+    max_bad_steps: int = 20  # stop after this many non-finite steps in a row (each is skipped); 0 → never
 
     def __post_init__(self) -> None:
         if not self.lr > 0:
@@ -74,6 +76,8 @@ class OptimConfig:
         for name in ("beta1", "beta2"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"optim.{name}={getattr(self, name)} must be in [0, 1)")
+        if self.max_bad_steps < 0:
+            raise ValueError(f"optim.max_bad_steps={self.max_bad_steps} must be ≥ 0 (0 = never stop)")
         if self.weight_decay < 0 or self.grad_clip_norm < 0:
             raise ValueError("optim.weight_decay and optim.grad_clip_norm must be ≥ 0")
 

@@ -31,6 +31,10 @@ from ddpm.train.progress import Progress
 from ddpm.train.signals import StopRequests
 
 
+class NonFiniteTrainingError(RuntimeError):
+    """optim.max_bad_steps steps in a row had a non-finite loss or gradient; training stopped."""
+
+
 @dataclass
 class TrainResult:
     run_dir: Path
@@ -98,9 +102,10 @@ def train_loop(
         schedule, config.diffusion.parameterization, config.diffusion.min_snr_gamma or None
     )
     order = EpochOrder(len(dataset), run.batch_size, run.seed)
-    step = 0
+    step, counters = 0, {}
     if resume_from is not None:
         checkpoint = load_checkpoint(resume_from)
+        counters = checkpoint.meta.get("counters", {})  # skipped steps and the open log interval
         model.load_state_dict(checkpoint.model)
         ema.model.load_state_dict(checkpoint.ema)
         ema.num_updates = int(checkpoint.meta["ema_updates"])
@@ -111,6 +116,7 @@ def train_loop(
         model_state, ema_state = model.state_dict(), ema.model.state_dict()
         assert_finite(model_state, "model weights")
         assert_finite(ema_state, "EMA weights")
+        assert_finite(_optimizer_tensors(optimizer), "optimizer state")
         save_checkpoint(
             run_dir,
             at_step,
@@ -123,6 +129,12 @@ def train_loop(
                 "sample_shape": list(dataset.sample_shape),
                 "kind": dataset.kind,
                 "ema_updates": ema.num_updates,
+                "counters": {
+                    "skipped_steps": skipped,
+                    "bad_steps_in_a_row": bad_in_a_row,
+                    "interval_loss_sum": interval_loss.item(),
+                    "interval_steps": interval_steps,
+                },
                 "torch": torch.__version__,
             },
             keep_last=run.keep_last,
@@ -130,8 +142,9 @@ def train_loop(
 
     log_path = run_dir / "log.jsonl"
     progress = Progress(total=run.steps, initial=step, batch_size=run.batch_size)
-    interval_loss = torch.zeros((), device=device)
-    interval_steps, interval_start, skipped = 0, time.perf_counter(), 0
+    interval_loss = torch.tensor(counters.get("interval_loss_sum", 0.0), device=device)
+    interval_steps, interval_start = counters.get("interval_steps", 0), time.perf_counter()
+    skipped, bad_in_a_row = counters.get("skipped_steps", 0), counters.get("bad_steps_in_a_row", 0)
     last_loss, stopped_early = float("nan"), False
     best_score = _best_score(run_dir)
     model.train()
@@ -161,24 +174,35 @@ def train_loop(
         loss.backward()
         clip = config.optim.grad_clip_norm or float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip, foreach=True)
-        if not torch.isfinite(grad_norm):  # a NaN/Inf step is skipped, never applied
-            skipped += 1
-            step += 1
-            continue
-        optimizer.step()
-        ema.update(model)
+        if torch.isfinite(loss) & torch.isfinite(grad_norm):
+            optimizer.step()
+            ema.update(model)
+            interval_loss += loss.detach()
+            interval_steps += 1
+            bad_in_a_row = 0
+        else:  # a NaN/Inf step is skipped, never applied: weights, moments and EMA stay finite
+            skipped, bad_in_a_row = skipped + 1, bad_in_a_row + 1
+            what = "loss" if not torch.isfinite(loss) else "gradient norm"
+            progress.write(
+                f"step {step + 1}: non-finite {what}; skipped ({bad_in_a_row} in a row, {skipped} in all)"
+            )
+            if config.optim.max_bad_steps and bad_in_a_row >= config.optim.max_bad_steps:
+                progress.close()
+                raise NonFiniteTrainingError(
+                    f"training stopped at step {step + 1}: {bad_in_a_row} steps in a row had a non-finite "
+                    f"{what} (optim.max_bad_steps={config.optim.max_bad_steps}); the last checkpoint in "
+                    f"{run_dir / 'checkpoints'} is kept; lower optim.lr or check the data"
+                )
         step += 1
-        interval_loss += loss.detach()
-        interval_steps += 1
 
         if step % run.log_every == 0 or step == run.steps:
             now = time.perf_counter()
-            last_loss = (interval_loss / max(1, interval_steps)).item()
+            last_loss = (interval_loss / interval_steps).item() if interval_steps else float("nan")
             record = {
                 "step": step,
-                "loss": last_loss,
+                "loss": _finite_or_none(last_loss),  # mean over the interval's applied steps
                 "lr": optimizer.param_groups[0]["lr"],
-                "grad_norm": float(grad_norm),
+                "grad_norm": _finite_or_none(float(grad_norm)),
                 "img_per_s": interval_steps * run.batch_size / max(now - interval_start, 1e-9),
                 "time_s": now - started,
                 "epoch": order.epoch_of(step),
@@ -209,6 +233,20 @@ def train_loop(
     if previews is not None:
         previews(step, ema.model, final=True)
     return TrainResult(run_dir, step, stopped_early, last_loss, time.perf_counter() - started)
+
+
+def _finite_or_none(value: float) -> float | None:
+    """JSON has no NaN/Inf: a non-finite value is logged as null."""
+    return value if math.isfinite(value) else None
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    return {
+        f"{index}.{name}": value
+        for index, state in enumerate(optimizer.state.values())
+        for name, value in state.items()
+        if isinstance(value, torch.Tensor)
+    }
 
 
 def _best_score(run_dir: Path) -> float:

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 from ddpm.data import Dataset, load_dataset
+from ddpm.data.folder import report_skipped
 from ddpm.nets import MLPConfig
+from ddpm.safe_files import atomic_write_text
 from ddpm.train.checkpoint import latest_valid_checkpoint, load_checkpoint
 from ddpm.train.config import TrainConfig, config_from_dict, config_to_dict
 from ddpm.train.configio import ConfigError, dumps_toml, read_toml
@@ -27,7 +30,7 @@ RUN_FILES = ("config.toml", "log.jsonl", "eval.jsonl", "checkpoints", "samples")
 RESUMABLE_CHANGES = {
     "run.steps", "run.time_budget_s", "run.log_every", "run.sample_every", "run.checkpoint_every",
     "run.keep_last", "run.device", "run.num_threads", "run.preview_images", "run.preview_sampler",
-    "run.preview_steps",
+    "run.preview_steps", "optim.max_bad_steps", "data.strict",
 }  # fmt: skip
 
 
@@ -114,6 +117,7 @@ def train(
             "or --overwrite to replace it"
         )
     dataset = load_data(config)
+    report_skipped(dataset, strict=config.data.strict, log=log)  # each passed-over file, once
     config = resolve_for_data(config, dataset)
     checkpoint = None
     if resume and existing:
@@ -145,7 +149,7 @@ def train(
                 target.unlink()
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.toml").write_text(dumps_toml(config_to_dict(config)))
+    atomic_write_text(run_dir / "config.toml", dumps_toml(config_to_dict(config)))
     for log_name in ("log.jsonl", "eval.jsonl"):
         _truncate_log(run_dir / log_name, 0 if checkpoint is None else _step_of(checkpoint))
     previews = Previews(config, dataset, run_dir)
@@ -154,13 +158,23 @@ def train(
 
 
 def _step_of(checkpoint: Path) -> int:
-    return int(checkpoint.name.split("_")[1])
+    """N of step_N, or of its aside copy .old-step_N-<pid> (see ddpm.train.checkpoint)."""
+    return int(re.search(r"step_(\d+)", checkpoint.name).group(1))
 
 
 def _truncate_log(path: Path, last_step: int) -> None:
     """Drop log lines after the step we resume from, so the log reads as one uninterrupted run."""
     if not path.exists():
         return
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    kept = [line for line in lines if json.loads(line).get("step", 0) <= last_step]
-    path.write_text("".join(line + "\n" for line in kept))
+    kept = [record for record in map(_json_or_none, path.read_text().splitlines()) if record is not None]
+    kept = [record for record in kept if record[1].get("step", 0) <= last_step]
+    atomic_write_text(path, "".join(line + "\n" for line, _ in kept))
+
+
+def _json_or_none(line: str) -> tuple[str, dict] | None:
+    """A log line and its record, or None for a blank line or one cut off by a crash mid-write."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return (line, record) if isinstance(record, dict) else None
