@@ -78,7 +78,9 @@ def draw_loss(ax: Axes, records: Sequence[Mapping], smoothing: float = LOSS_SMOO
     if len(loss) == 0:
         raise ValueError("no 'loss' values in the log; each line needs 'step' and 'loss'")
     ax.plot(steps, loss, color="C0", alpha=0.3, label="loss")
-    ax.plot(steps, ema_smooth(loss, smoothing), color="C0", label="smoothed")
+    # A short log must not be averaged over its whole length: keep the window ≤ a tenth of the points.
+    decay = min(smoothing, max(0.0, 1.0 - 10.0 / len(loss)))
+    ax.plot(steps, ema_smooth(loss, decay), color="C0", label="smoothed")
     if (loss > 0).all():
         ax.set_yscale("log")
         plain_log_ticks(ax)
