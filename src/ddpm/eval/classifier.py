@@ -9,6 +9,7 @@ fingerprint and the recipe version, so a recipe change never reuses stale weight
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -77,8 +78,9 @@ class TrainedClassifier:
 
     @property
     def name(self) -> str:
-        """Identifies the feature network in caches and reports: 'classifier-<data>-<fp>-<recipe>'."""
-        return f"classifier-{self.path.stem}"
+        """'classifier-<data>-<fingerprint>-<recipe>-<weights sha256[:8]>': reference features cached under
+        this name always come from these exact weights, even if the classifier is retrained elsewhere."""
+        return f"classifier-{self.path.stem}-{hashlib.sha256(self.path.read_bytes()).hexdigest()[:8]}"
 
 
 def _check_trainable(dataset: Dataset) -> None:
@@ -172,14 +174,17 @@ def load_or_train_classifier(
     root: str | Path | None = None,
     cache_dir: str | Path | None = None,
     recipe: dict[str, Any] = RECIPE,
+    image_size: int | None = None,
+    channels: int | None = None,
     progress: bool = False,
 ) -> TrainedClassifier:
     """The classifier for a data set: loaded from the cache, or trained on the train split and cached.
 
     The cache lives under `cache_dir`, else the data root (`root`, else ddpm's default data root).
-    Training also measures test-split accuracy, stored in the JSON beside the weights.
+    Training also measures test-split accuracy, stored in the JSON beside the weights. image_size and
+    channels resize the data as load_dataset does (a model trained on resized data is measured so).
     """
-    train = load_dataset(data_spec, split="train", root=root)
+    train = load_dataset(data_spec, split="train", root=root, image_size=image_size, channels=channels)
     _check_trainable(train)
     cache_root = (
         Path(cache_dir) if cache_dir is not None else Path(root) if root is not None else default_data_root()
@@ -192,7 +197,7 @@ def load_or_train_classifier(
         model.load_state_dict(load_file(path))  # includes feature_scale
         return TrainedClassifier(model.eval().requires_grad_(False), metadata, path)
     model = train_classifier(train, recipe, progress=progress)
-    test = load_dataset(data_spec, split="test", root=root)
+    test = load_dataset(data_spec, split="test", root=root, image_size=image_size, channels=channels)
     metadata = {
         "recipe": recipe,
         "data": parse_spec(data_spec).name,

@@ -103,7 +103,7 @@ def prepare(
     """
     _check_metrics(metrics)
     if dataset is None:
-        dataset = _load(data_spec, split, root, image_size, channels)
+        dataset = load_dataset(data_spec, split=split, root=root, image_size=image_size, channels=channels)
     if not 2 <= n <= len(dataset):  # checked before a classifier is trained for nothing
         raise ValueError(
             f"n={n} but the {split} split of {data_spec!r} has {len(dataset)} samples; "
@@ -116,6 +116,8 @@ def prepare(
         root=root,
         cache_dir=cache_dir,
         inception_weights=inception_weights,
+        image_size=image_size,
+        channels=channels,
         device=device,
         progress=progress,
     )
@@ -127,15 +129,6 @@ def prepare(
         data_spec, dataset, split, net, n, cache_root, batch_size=batch_size, progress=progress
     )
     return Evaluation(dataset, net, reference, chosen)
-
-
-def _load(
-    data_spec: str, split: str, root: str | Path | None, image_size: int | None, channels: int | None
-) -> Dataset:
-    sizing = (
-        {} if image_size is None and channels is None else {"image_size": image_size, "channels": channels}
-    )
-    return load_dataset(data_spec, split=split, root=root, **sizing)
 
 
 def _check_samples(samples: Tensor, dataset: Dataset, n: int | None) -> int:
@@ -223,12 +216,14 @@ def evaluate(
     metrics: default all the feature network supports: fd, kid, precision, recall, and is, coverage,
         confidence (classifier) / is (Inception) / swd (points).
     feature_net: "auto" (see features.default_feature_kind), "classifier", "inception" or "coords".
+    image_size, channels: resize the real data (and train the classifier) as load_dataset does, for
+        models trained on resized data.
     cache_dir: where classifiers and reference features are cached (default: the data root).
     seed: KID subsets and SWD projections.
     """
     samples = to_eval_tensor(samples)
     _check_metrics(metrics)  # a misspelt metric fails before any data is loaded or network trained
-    dataset = _load(data_spec, split, root, image_size, channels)
+    dataset = load_dataset(data_spec, split=split, root=root, image_size=image_size, channels=channels)
     n = _check_samples(samples, dataset, n)
     evaluation = prepare(
         data_spec,
@@ -239,6 +234,8 @@ def evaluate(
         cache_dir=cache_dir,
         feature_net=feature_net,
         inception_weights=inception_weights,
+        image_size=image_size,
+        channels=channels,
         device=device,
         batch_size=batch_size,
         progress=progress,
@@ -256,6 +253,8 @@ def real_floor(
     cache_dir: str | Path | None = None,
     feature_net: str = "auto",
     inception_weights: str | Path | None = None,
+    image_size: int | None = None,
+    channels: int | None = None,
     device: str | torch.device = "cpu",
     batch_size: int = 256,
     seed: int = 0,
@@ -265,7 +264,7 @@ def real_floor(
 
     No model can be expected to beat it at the same n: it is the metrics' own sampling noise.
     """
-    train = load_dataset(data_spec, split="train", root=root)
+    train = load_dataset(data_spec, split="train", root=root, image_size=image_size, channels=channels)
     if not 2 <= n <= len(train):
         raise ValueError(
             f"n={n} is more than the {len(train)} train samples of {data_spec!r}; use 2 <= n <= {len(train)}"
@@ -281,6 +280,8 @@ def real_floor(
         cache_dir=cache_dir,
         feature_net=feature_net,
         inception_weights=inception_weights,
+        image_size=image_size,
+        channels=channels,
         device=device,
         batch_size=batch_size,
         seed=seed,

@@ -49,6 +49,8 @@ def load_feature_net(
     root: str | Path | None = None,
     cache_dir: str | Path | None = None,
     inception_weights: str | Path | None = None,
+    image_size: int | None = None,
+    channels: int | None = None,
     device: str | torch.device = "cpu",
     progress: bool = False,
 ) -> FeatureNet:
@@ -63,7 +65,14 @@ def load_feature_net(
     if kind == "coords":
         return FeatureNet("coords", "coords", lambda x: (x, None), device)
     if kind == "classifier":
-        trained = load_or_train_classifier(data_spec, root=root, cache_dir=cache_dir, progress=progress)
+        trained = load_or_train_classifier(
+            data_spec,
+            root=root,
+            cache_dir=cache_dir,
+            image_size=image_size,
+            channels=channels,
+            progress=progress,
+        )
         model = trained.model.to(device)
 
         def embed_classifier(x: Tensor) -> tuple[Tensor, Tensor | None]:
