@@ -77,7 +77,9 @@ def make_report(
     """The poster of a run (PDF, PNG or SVG by suffix), laid out by the lecture's guidelines."""
     from ddpm import viz
 
-    pictures = gather(run_dir, n=64)
+    steps = 50
+    pictures = gather(run_dir, n=64, steps=steps)
+    caption = f"Samples from the EMA weights, DDIM (η = 0) with {steps} steps."
     viz.make_poster(
         run_dir,
         out,
@@ -88,5 +90,6 @@ def make_report(
         authors=authors,
         url=url,
         page=page,
+        text=viz.PosterText(samples_caption=caption),
     )
     return Path(out)

@@ -7,6 +7,7 @@ from ddpm.viz.curves import (
     plot_quality_vs_steps,
     plot_training_curves,
     read_jsonl,
+    smoothing_decay,
 )
 from tests.viz.test_process import assert_picture
 
@@ -43,7 +44,8 @@ def test_training_curves_have_four_panels(run_dir):
     loss_ax = fig.axes[0]
     raw, smooth = loss_ax.get_lines()
     assert np.allclose(raw.get_ydata(), [r["loss"] for r in records])
-    assert np.allclose(smooth.get_ydata(), ema_smooth([r["loss"] for r in records]))
+    losses = [r["loss"] for r in records]
+    assert np.allclose(smooth.get_ydata(), ema_smooth(losses, smoothing_decay(len(losses))))
     assert [ax.get_ylabel() for ax in fig.axes] == ["loss", "learning rate", "gradient norm", "images / s"]
 
 
@@ -70,3 +72,9 @@ def test_quality_against_sampler_steps():
     assert_picture(fig)
     with pytest.raises(ValueError, match="results is empty"):
         plot_quality_vs_steps({})
+
+
+def test_smoothing_window_shrinks_for_short_logs():
+    assert smoothing_decay(10_000) == 0.98
+    assert smoothing_decay(60) == pytest.approx(1 - 10 / 60)
+    assert smoothing_decay(5) == 0.0

@@ -54,6 +54,12 @@ def ema_smooth(values: Sequence[float], decay: float = LOSS_SMOOTHING) -> np.nda
     return out
 
 
+def smoothing_decay(num_points: int, smoothing: float = LOSS_SMOOTHING) -> float:
+    """EMA decay for a curve of ``num_points``: at most ``smoothing``, and an averaging window of at
+    most a tenth of the points, so a short log is not dominated by its first, high losses."""
+    return min(smoothing, max(0.0, 1.0 - 10.0 / num_points))
+
+
 def series(records: Sequence[Mapping], key: str) -> tuple[np.ndarray, np.ndarray]:
     """(steps, values) of ``key`` over records that have both ``step`` and a finite ``key``."""
     pairs = [
@@ -78,9 +84,7 @@ def draw_loss(ax: Axes, records: Sequence[Mapping], smoothing: float = LOSS_SMOO
     if len(loss) == 0:
         raise ValueError("no 'loss' values in the log; each line needs 'step' and 'loss'")
     ax.plot(steps, loss, color="C0", alpha=0.3, label="loss")
-    # A short log must not be averaged over its whole length: keep the window ≤ a tenth of the points.
-    decay = min(smoothing, max(0.0, 1.0 - 10.0 / len(loss)))
-    ax.plot(steps, ema_smooth(loss, decay), color="C0", label="smoothed")
+    ax.plot(steps, ema_smooth(loss, smoothing_decay(len(loss), smoothing)), color="C0", label="smoothed")
     if (loss > 0).all():
         ax.set_yscale("log")
         plain_log_ticks(ax)

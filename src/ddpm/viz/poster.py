@@ -229,7 +229,7 @@ def _columns(
     ]
     samples = _picture("samples", pictures.samples[variant], pictures.sample_titles, [], spec, dpi)
     middle = [
-        [heading("h_results", "Results"), add(samples), text("samples_caption", "Samples of Algorithm 2.")]
+        [heading("h_results", "Results"), add(samples), text("samples_caption", words.samples_caption)]
     ]
     if pictures.reverse is not None:
         reverse = _picture("reverse", pictures.reverse, pictures.reverse_titles, ["xₜ", "x̂₀"], spec, dpi)

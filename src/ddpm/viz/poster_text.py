@@ -45,6 +45,7 @@ class PosterText:
     method: str | None = None
     conclusion: str | None = None
     summary: tuple[str, ...] | None = None  # bullet points of contributions and results
+    samples_caption: str | None = None  # under the sample grid; say which sampler drew it
 
 
 @dataclass(frozen=True)
@@ -131,4 +132,5 @@ def default_texts(facts: RunFacts, metrics: Mapping[str, float], text: PosterTex
         method=text.method or method,
         conclusion=text.conclusion or conclusion,
         summary=text.summary or tuple(summary),
+        samples_caption=text.samples_caption or "Samples of Algorithm 2.",
     )
