@@ -153,8 +153,15 @@ def train(
     for log_name in ("log.jsonl", "eval.jsonl"):
         _truncate_log(run_dir / log_name, 0 if checkpoint is None else _step_of(checkpoint))
     previews = Previews(config, dataset, run_dir)
+    evaluate = None
+    if config.run.eval_every:
+        from ddpm.evaluation_cli import TrainingEvaluator
+
+        evaluate = TrainingEvaluator(config, dataset)
     with StopRequests() as stop:
-        return train_loop(config, dataset, run_dir, resume_from=checkpoint, stop=stop, previews=previews)
+        return train_loop(
+            config, dataset, run_dir, resume_from=checkpoint, stop=stop, previews=previews, evaluate=evaluate
+        )
 
 
 def _step_of(checkpoint: Path) -> int:
