@@ -14,16 +14,16 @@ from ddpm.diffusion.process import (
     predict_x0_eps,
     q_posterior,
     q_sample,
-    v_target,
     training_target,
+    v_target,
     x0_from_eps,
 )
 from ddpm.diffusion.schedules import SCHEDULES, NoiseSchedule, make_schedule
 
 __all__ = [
-    "DiffusionLoss",
     "PARAMETERIZATIONS",
     "SCHEDULES",
+    "DiffusionLoss",
     "NoiseSchedule",
     "eps_from_x0",
     "make_schedule",
