@@ -25,6 +25,7 @@ class UNetConfig:
     num_classes: int | None = None  # class-conditional if set; label num_classes means "no label" (CFG)
     resamp_with_conv: bool = True  # 3x3 conv in down/upsampling (the paper); False: avg-pool / plain resize
     norm_eps: float = 1e-6  # GroupNorm epsilon (tf.contrib group_norm default, as the paper's code)
+    gradient_checkpointing: bool = False  # training: recompute block activations in backward (less memory)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channel_mult", tuple(self.channel_mult))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from ddpm.nets.attention import AttnBlock
 from ddpm.nets.blocks import Downsample, ResnetBlock, Upsample, norm_silu
@@ -138,24 +139,31 @@ class UNet(nn.Module):
         hs = [self.conv_in(x)]  # skip stack, (B, ch, H, W) first
         for level in self.down:
             for j, block in enumerate(level.block):
-                h = block(hs[-1], temb_act)
+                h = self._run(block, hs[-1], temb_act)
                 if level.attn:
-                    h = level.attn[j](h)
+                    h = self._run(level.attn[j], h)
                 hs.append(h)
             if level.downsample is not None:
                 hs.append(level.downsample(hs[-1]))
 
-        h = self.mid(hs[-1], temb_act)
+        h = self._run(self.mid, hs[-1], temb_act)
 
         for level in reversed(self.up):
             for j, block in enumerate(level.block):
-                h = block(torch.cat([h, hs.pop()], dim=1), temb_act)
+                h = self._run(block, torch.cat([h, hs.pop()], dim=1), temb_act)
                 if level.attn:
-                    h = level.attn[j](h)
+                    h = self._run(level.attn[j], h)
             if level.upsample is not None:
                 h = level.upsample(h)
 
         return self.conv_out(norm_silu(self.norm_out, h))  # (B, C_out, H, W)
+
+    def _run(self, block: nn.Module, *inputs: Tensor) -> Tensor:
+        """``block(*inputs)``; with gradient checkpointing (training only) its activations are not kept
+        but recomputed during backward, with the same dropout masks (the RNG state is replayed)."""
+        if self.config.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(block, *inputs, use_reentrant=False)
+        return block(*inputs)
 
     def _check_input(self, x: Tensor) -> None:
         config = self.config
