@@ -65,6 +65,20 @@ def draw_pictures(run_dir: str | Path, kind: str = "all", out_dir: str | Path | 
     return written
 
 
+def quick_metrics(
+    run_dir: str | Path, steps: int, n: int = 256, metrics: tuple[str, ...] = ("fd", "precision", "recall")
+) -> dict[str, float] | None:
+    """A few headline metrics for the poster when the run logged no evaluation (None when the data
+    set's feature network is unavailable, e.g. Inception weights not downloaded)."""
+    from ddpm.evaluation_cli import evaluate_path
+
+    try:
+        report = evaluate_path(run_dir, n=n, steps=steps, metrics=list(metrics))
+    except (FileNotFoundError, ValueError):
+        return None
+    return {key: value for key, value in report["metrics"].items() if key != "n"}
+
+
 def make_report(
     run_dir: str | Path,
     out: str | Path,
@@ -80,6 +94,11 @@ def make_report(
     steps = 50
     pictures = gather(run_dir, n=64, steps=steps)
     caption = f"Samples from the EMA weights, DDIM (η = 0) with {steps} steps."
+    metrics = None if (Path(run_dir) / "eval.jsonl").exists() else quick_metrics(run_dir, steps)
+    quality = None
+    if metrics is not None:
+        key = next(iter(metrics))
+        quality = {"ddim": {s: quick_metrics(run_dir, s, metrics=["fd"])[key] for s in (5, 10, 20, 50)}}
     viz.make_poster(
         run_dir,
         out,
@@ -91,5 +110,8 @@ def make_report(
         url=url,
         page=page,
         text=viz.PosterText(samples_caption=caption),
+        metrics=metrics,
+        quality_vs_steps=quality,
+        quality_metric=None if metrics is None else next(iter(metrics)),
     )
     return Path(out)
