@@ -200,16 +200,16 @@ def train_loop(
             last_loss = (interval_loss / interval_steps).item() if interval_steps else float("nan")
             record = {
                 "step": step,
-                "loss": _finite_or_none(last_loss),  # mean over the interval's applied steps
+                "loss": last_loss,  # mean over the interval's applied (finite) steps; NaN if none
                 "lr": optimizer.param_groups[0]["lr"],
-                "grad_norm": _finite_or_none(float(grad_norm)),
+                "grad_norm": float(grad_norm),
                 "img_per_s": interval_steps * run.batch_size / max(now - interval_start, 1e-9),
                 "time_s": now - started,
                 "epoch": order.epoch_of(step),
                 "skipped_steps": skipped,
             }
             with log_path.open("a") as f:
-                f.write(json.dumps(record) + "\n")
+                f.write(json.dumps({k: _finite_or_none(v) for k, v in record.items()}) + "\n")
             progress.update(step, record)
             interval_loss.zero_()
             interval_steps, interval_start = 0, now
@@ -235,9 +235,9 @@ def train_loop(
     return TrainResult(run_dir, step, stopped_early, last_loss, time.perf_counter() - started)
 
 
-def _finite_or_none(value: float) -> float | None:
-    """JSON has no NaN/Inf: a non-finite value is logged as null."""
-    return value if math.isfinite(value) else None
+def _finite_or_none(value: Any) -> Any:
+    """JSON has no NaN/Inf: a non-finite float is logged as null."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
