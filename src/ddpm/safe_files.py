@@ -21,6 +21,7 @@ fsynced temporary over it, so a crash leaves the old file or the new one, never 
 
 from __future__ import annotations
 
+import glob
 import json
 import math
 import os
@@ -178,9 +179,27 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this id runs on this machine (scratch files name their writer's pid)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
-    """Replace ``path`` with ``text`` atomically: temporary file, fsync, rename, fsync the folder."""
+    """Replace ``path`` with ``text`` atomically: temporary file, fsync, rename, fsync the folder.
+
+    Temporaries ``.tmp-<name>-<pid>`` left by a killed writer are removed first.
+    """
     path = Path(path)
+    for stale in path.parent.glob(f".tmp-{glob.escape(path.name)}-*"):
+        pid = stale.name.rsplit("-", 1)[1]
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
+            stale.unlink(missing_ok=True)
     tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
     try:
         write_durably(tmp, text.encode("utf-8"))

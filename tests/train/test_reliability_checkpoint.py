@@ -227,7 +227,10 @@ def test_a_renamed_checkpoint_is_refused(tmp_path):
 
 def test_atomic_text_write_leaves_old_or_new(tmp_path, monkeypatch):
     target = tmp_path / "config.toml"
+    stale = tmp_path / f".tmp-config.toml-{_dead_pid()}"  # left by a writer killed mid-write
+    stale.write_text("half")
     atomic_write_text(target, "old = 1\n")
+    assert not stale.exists()
     monkeypatch.setattr(
         "ddpm.safe_files.os.replace", _raise(OSError(errno.ENOSPC, "No space left on device"))
     )

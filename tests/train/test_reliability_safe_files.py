@@ -223,3 +223,16 @@ def test_the_canaries_are_live(tmp_path):
     (tmp_path / "payload.pt").write_bytes(zip_data)
     torch.load(tmp_path / "payload.pt", weights_only=False)
     assert pickle_fired.exists() and zip_fired.exists()
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_canaries_as_fid_weights_never_fire(tmp_path):
+    """The one reader of a .pth (pytorch-fid's published weights) unpickles with weights_only=True."""
+    from ddpm.eval.inception import load_fid_inception
+
+    for kind, data, fired in _canaries(tmp_path):
+        for name in ("weights.pth", "weights.safetensors"):
+            (tmp_path / name).write_bytes(data)
+            with pytest.raises((ValueError, pickle.UnpicklingError, SafetensorError, RuntimeError)):
+                load_fid_inception(tmp_path / name)
+        assert not fired.exists(), kind

@@ -38,6 +38,7 @@ from ddpm.safe_files import (
     UnsafeFileError,
     fsync_dir,
     load_safetensors,
+    pid_alive,
     read_safetensors_header,
     write_durably,
 )
@@ -207,16 +208,6 @@ def _remove_tree(path: Path) -> None:
         raise
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by someone else
-        return True
-    return True
-
-
 def clean_scratch(folder: Path) -> None:
     """Tidy the scratch folders of dead processes: delete temporaries, put an aside copy back.
 
@@ -224,7 +215,7 @@ def clean_scratch(folder: Path) -> None:
     """
     for entry in Path(folder).iterdir():
         match = SCRATCH_PATTERN.match(entry.name)
-        if not match or int(match.group(3)) == os.getpid() or _pid_alive(int(match.group(3))):
+        if not match or int(match.group(3)) == os.getpid() or pid_alive(int(match.group(3))):
             continue
         kind, name = match.group(1), match.group(2)
         if kind == "old" and not (folder / name).exists():
@@ -264,7 +255,7 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
         match = SCRATCH_PATTERN.match(entry.name)
         if match and match.group(1) == "old" and CHECKPOINT_PATTERN.match(match.group(2)):
             step = _step(match.group(2))
-            alive = _pid_alive(int(match.group(3)))
+            alive = pid_alive(int(match.group(3)))
             if step not in by_step and not alive and (entry / "manifest.json").exists():
                 by_step[step] = entry
     return [by_step[step] for step in sorted(by_step)]
