@@ -19,6 +19,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from ddpm.diffusion import NoiseSchedule, make_schedule
+from ddpm.diffusion.guidance import ClassifierFreeGuidance, check_guidance_scale
 from ddpm.diffusion.samplers import SAMPLERS, SampleResult, sample_seeds
 from ddpm.nets import build_net
 from ddpm.train.checkpoint import CheckpointError, latest_valid_checkpoint, load_checkpoint
@@ -57,12 +58,15 @@ class DiffusionModel:
         batch_size: int = 256,
         clip_x0: float | None = None,
         labels: Tensor | Sequence[int] | None = None,
+        guidance: float = 0.0,
         progress: Callable[[int], None] | None = None,
         **sampler_options: Any,
     ) -> list[SampleResult]:
         """Draw ``n`` samples in batches; image i depends only on (seed, i), not on batch_size.
 
-        ``labels`` (one class index per sample) conditions a class-conditional model.
+        ``labels`` (one class index per sample) conditions a class-conditional model. ``guidance`` w > 0
+        applies classifier-free guidance, (1 + w) ε(x, y) − w ε(x, ∅) (Ho & Salimans 2022, eq. 6; see
+        ``ddpm.diffusion.guidance``); w = 0 is the conditional model. Guidance needs ``labels``.
         """
         if sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {sampler!r}; allowed: {', '.join(SAMPLERS)}")
@@ -78,6 +82,12 @@ class DiffusionModel:
                 raise ValueError(f"got {labels.numel()} labels for n={n} samples; give one per sample")
             if self.num_classes is None:
                 raise ValueError("labels given to an unconditional model; train with data.class_conditional")
+        check_guidance_scale(guidance)
+        if guidance != 0 and self.num_classes is None:
+            raise ValueError(f"guidance={guidance} needs a class-conditional model; this one has no labels")
+        if guidance != 0 and labels is None:
+            raise ValueError(f"guidance={guidance} needs labels: guidance steers samples towards a class")
+        denoiser = self.net if guidance == 0 else ClassifierFreeGuidance(self.net, guidance, self.num_classes)
         seeds = sample_seeds(seed, n)
         results = []
         self.net.eval()
@@ -85,7 +95,7 @@ class DiffusionModel:
             for start in range(0, n, batch_size):
                 batch_seeds = seeds[start : start + batch_size]
                 result = SAMPLERS[sampler](
-                    self.net,
+                    denoiser,
                     self.schedule,
                     (len(batch_seeds), *self.sample_shape),
                     parameterization=self.parameterization,
