@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -58,11 +59,36 @@ def build_train_config(args: argparse.Namespace) -> Any:
     return config_from_dict(data)
 
 
+def without_nproc(argv: Sequence[str]) -> list[str]:
+    """The arguments after ``train`` without ``--nproc N`` (or an abbreviation argparse accepts): the
+    relaunched processes must not relaunch, and torchrun's parser finds ``--nproc`` ambiguous."""
+    rest = list(argv)[list(argv).index("train") + 1 :]
+    kept, skip_value = [], False
+    for token in rest:
+        name = token.split("=", 1)[0]
+        if skip_value:
+            skip_value = False
+        elif len(name) >= 3 and "--nproc".startswith(name):
+            skip_value = "=" not in token
+        else:
+            kept.append(token)
+    return kept
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    from ddpm.train.distributed import batch_plan, check_nproc, launched_by_torchrun, relaunch_under_torchrun
     from ddpm.train.run import train
 
     config = build_train_config(args)
+    if args.nproc is not None:
+        check_nproc(args.nproc)
+        run = config.run
+        batch_plan(run.batch_size, args.nproc, run.grad_accum_steps, run.micro_batch_size)  # before launching
+        if args.nproc > 1 and not launched_by_torchrun():
+            relaunch_under_torchrun(args.nproc, without_nproc(args.argv))  # does not return
     result = train(config, args.out, resume=args.resume, overwrite=args.overwrite, force=args.force)
+    if os.environ.get("RANK", "0") != "0":
+        return 0
     print(
         f"trained {result.step} steps in {result.seconds:.0f}s"
         f"{' (stopped early)' if result.stopped_early else ''}; "
@@ -74,6 +100,21 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_sample(args: argparse.Namespace) -> int:
     from ddpm.sampling_cli import sample_to_files
 
+    if args.classes is not None or args.guidance:
+        from ddpm.editing import sample_classes_to_files
+
+        if args.classes is None:
+            raise UsageError("--guidance needs --class K|all (guidance steers towards a class)")
+        if args.gif:
+            raise UsageError("--gif cannot be combined with --class; draw the animation without it")
+        written = sample_classes_to_files(
+            args.path, classes=args.classes, guidance=args.guidance, n=args.n, sampler=args.sampler,
+            steps=args.steps, eta=args.eta, seed=args.seed, batch_size=args.batch_size, out=args.out,
+            weights=args.weights, device=args.device,
+        )  # fmt: skip
+        for path in written:
+            print(path)
+        return 0
     written = sample_to_files(
         args.path,
         n=args.n,
@@ -88,6 +129,36 @@ def cmd_sample(args: argparse.Namespace) -> int:
         device=args.device,
     )
     for path in written:
+        print(path)
+    return 0
+
+
+def cmd_invert(args: argparse.Namespace) -> int:
+    from ddpm.editing import invert_to_files
+
+    for path in invert_to_files(args.path, args.images, steps=args.steps, label=args.label, out=args.out,
+                                figure=args.figure, weights=args.weights, device=args.device):  # fmt: skip
+        print(path)
+    return 0
+
+
+def cmd_interpolate(args: argparse.Namespace) -> int:
+    from ddpm.editing import interpolate_to_files
+
+    for path in interpolate_to_files(args.path, images=args.images, seeds=tuple(args.seeds), num=args.num,
+                                     steps=args.steps, label=args.label, guidance=args.guidance, out=args.out,
+                                     weights=args.weights, device=args.device):  # fmt: skip
+        print(path)
+    return 0
+
+
+def cmd_inpaint(args: argparse.Namespace) -> int:
+    from ddpm.editing import inpaint_to_files
+
+    for path in inpaint_to_files(args.path, args.image, args.mask, n=args.n, steps=args.steps,
+                                 jump_length=args.jump_length, resamples=args.resamples, seed=args.seed,
+                                 label=args.label, guidance=args.guidance, out=args.out, weights=args.weights,
+                                 device=args.device):  # fmt: skip
         print(path)
     return 0
 
@@ -174,6 +245,13 @@ def make_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, help="run seed")
     train.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     train.add_argument(
+        "--nproc",
+        type=int,
+        metavar="N",
+        help="train with N processes on this machine (one per GPU; gloo on CPUs): relaunches itself "
+        "under torchrun; for several machines run torchrun yourself (docs/DISTRIBUTED.md)",
+    )
+    train.add_argument(
         "--data-root", help="folder for downloads and caches (default $DDPM_DATA or ~/.cache/ddpm)"
     )
     train.set_defaults(func=cmd_train)
@@ -204,7 +282,51 @@ def make_parser() -> argparse.ArgumentParser:
     sample.add_argument("--gif", metavar="FILE.gif", help="also write an animation of the reverse process")
     sample.add_argument("--weights", default="ema", choices=("ema", "raw"))
     sample.add_argument("--device", default="auto")
+    sample.add_argument("--class", dest="classes", metavar="K|all|K1,K2",
+                        help="sample these classes of a class-conditional model, --n each (.npz gets labels)")
+    sample.add_argument("--guidance", type=float, default=0.0, metavar="W",
+                        help="classifier-free guidance w ≥ 0 (Ho & Salimans eq. 6); 0 = plain conditional")
     sample.set_defaults(func=cmd_sample)
+
+    invert = commands.add_parser("invert", help="DDIM-invert images to x_T and reconstruct them")
+    invert.add_argument("path", metavar="RUN_DIR|CHECKPOINT")
+    invert.add_argument("images", nargs="+", metavar="IMAGE")
+    invert.add_argument("--steps", type=int, default=50)
+    invert.add_argument("--class", dest="label", type=int, metavar="K")
+    invert.add_argument("--out", default="latents.npz", metavar="FILE.npz")
+    invert.add_argument("--figure", metavar="FILE.png", help="originals above their reconstructions")
+    invert.set_defaults(func=cmd_invert)
+
+    interp = commands.add_parser("interpolate", help="slerp between two noises, sampled to a strip")
+    interp.add_argument("path", metavar="RUN_DIR|CHECKPOINT")
+    ends = interp.add_mutually_exclusive_group()
+    ends.add_argument("--images", nargs=2, metavar=("A", "B"), help="invert these two images for the ends")
+    ends.add_argument("--seeds", nargs=2, type=int, default=(0, 1), metavar=("S1", "S2"))
+    interp.add_argument("--num", type=int, default=8)
+    interp.add_argument("--steps", type=int, default=50)
+    interp.add_argument("--class", dest="label", type=int, metavar="K")
+    interp.add_argument("--guidance", type=float, default=0.0, metavar="W")
+    interp.add_argument("--out", default="interpolation.png", metavar="FILE.png|FILE.npz")
+    interp.set_defaults(func=cmd_interpolate)
+
+    inpaint = commands.add_parser("inpaint", help="fill a masked region of an image (RePaint)")
+    inpaint.add_argument("path", metavar="RUN_DIR|CHECKPOINT")
+    inpaint.add_argument("image", metavar="IMAGE")
+    inpaint.add_argument("--mask", required=True, metavar="MASK",
+                         help="mask image (white = fill) or top|bottom|left|right|center")
+    inpaint.add_argument("--n", type=int, default=4)
+    inpaint.add_argument("--steps", type=int, default=250)
+    inpaint.add_argument("--jump-length", type=int, default=10)
+    inpaint.add_argument("--resamples", type=int, default=10)
+    inpaint.add_argument("--seed", type=int, default=0)
+    inpaint.add_argument("--class", dest="label", type=int, metavar="K")
+    inpaint.add_argument("--guidance", type=float, default=0.0, metavar="W")
+    inpaint.add_argument("--out", default="inpainted.png", metavar="FILE.png|FILE.npz")
+    inpaint.set_defaults(func=cmd_inpaint)
+
+    for command in (invert, interp, inpaint):
+        command.add_argument("--weights", default="ema", choices=("ema", "raw"))
+        command.add_argument("--device", default="auto")
 
     evaluate = commands.add_parser(
         "eval",
@@ -264,9 +386,11 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from ddpm.train.checkpoint import CheckpointError
+    from ddpm.train.distributed import PeerFailed
 
     parser = make_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for relaunching under torchrun
     if args.command == "train" and args.out is None:
         args.out = str(Path("runs") / args.data.split(":", 1)[0])
     try:
@@ -274,6 +398,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ConfigError, CheckpointError, ValueError, FileNotFoundError) as err:
         print(f"ddpm {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except PeerFailed as err:  # another rank failed first; its own message says why
+        print(f"ddpm {args.command}: error: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("ddpm: interrupted", file=sys.stderr)
         return 130

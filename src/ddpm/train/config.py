@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from ddpm.nets import MLPConfig, UNetConfig
 from ddpm.train.configio import ConfigError, coerce, from_dict, to_dict
+from ddpm.train.distributed import batch_plan
 
 ModelConfig = UNetConfig | MLPConfig
 MODEL_KINDS: dict[str, type] = {"unet": UNetConfig, "mlp": MLPConfig}
@@ -85,7 +86,10 @@ class OptimConfig:
 @dataclass(frozen=True)
 class RunConfig:
     steps: int = 800_000  # optimizer steps to train for (DDPM CIFAR-10: 800k)
-    batch_size: int = 128  # images per optimizer step (DDPM: 128)
+    batch_size: int = 128  # images per optimizer step, over all processes and micro-steps (DDPM: 128)
+    grad_accum_steps: int = 0  # micro-batches per process and step; 0 → 1, or derived from micro_batch_size
+    micro_batch_size: int = 0  # images per forward/backward on one device; 0 → derived from the above
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # autocast; auto: bf16 on CUDA if supported
     time_budget_s: float = 0.0  # stop cleanly (with a checkpoint) after this many seconds; 0 → no limit
     seed: int = 0  # seeds data order, noise, dropout and preview samples
     device: str = "auto"  # auto (cuda if available), cpu, cuda, cuda:N
@@ -99,6 +103,7 @@ class RunConfig:
     num_threads: int = 0  # torch CPU threads; 0 → torch's default
     eval_every: int = 0  # steps between sample-quality evaluations (eval.jsonl, best checkpoint); 0 → off
     eval_samples: int = 1000  # samples drawn for each evaluation
+    dist_timeout_s: float = 1800.0  # several processes: a rank waiting this long for the others fails
 
     def __post_init__(self) -> None:
         for name in (
@@ -112,11 +117,17 @@ class RunConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"run.{name}={getattr(self, name)} must be ≥ 1")
-        for name in ("sample_every", "checkpoint_every", "num_threads", "time_budget_s", "eval_every"):
+        for name in (
+            "sample_every", "checkpoint_every", "num_threads", "time_budget_s", "eval_every",
+            "grad_accum_steps", "micro_batch_size",
+        ):  # fmt: skip
             if getattr(self, name) < 0:
                 raise ValueError(f"run.{name}={getattr(self, name)} must be ≥ 0")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ValueError(f"run.device={self.device!r} is not allowed; choose auto, cpu, cuda or cuda:N")
+        if not self.dist_timeout_s > 0:
+            raise ValueError(f"run.dist_timeout_s={self.dist_timeout_s} must be > 0")
+        batch_plan(self.batch_size, 1, self.grad_accum_steps, self.micro_batch_size)  # splits for 1 process
 
 
 @dataclass(frozen=True)

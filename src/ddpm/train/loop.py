@@ -1,4 +1,8 @@
-"""The training loop: Algorithm 1 of DDPM with AdamW, warm-up, gradient clipping and EMA."""
+"""The training loop: Algorithm 1 of DDPM with AdamW, warm-up, gradient clipping and EMA.
+
+One process, or one of several under torchrun (DistributedDataParallel, see
+:mod:`ddpm.train.distributed`): every rank trains its shards of each global batch; rank 0 alone
+keeps the EMA and writes logs, previews, evaluations and checkpoints."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from ddpm.data import Dataset
 from ddpm.diffusion import make_schedule
@@ -25,10 +30,21 @@ from ddpm.train.checkpoint import (
     save_checkpoint,
 )
 from ddpm.train.config import TrainConfig, config_to_dict
-from ddpm.train.data_order import EpochOrder, mix_seed
+from ddpm.train.data_order import EpochOrder
+from ddpm.train.distributed import (
+    DistContext,
+    all_sum,
+    any_ranks,
+    barrier,
+    batch_plan,
+    grad_scaler,
+    resolve_precision,
+)
+from ddpm.train.distributed import resolve_device as resolve_device  # re-exported
 from ddpm.train.ema import EMA
 from ddpm.train.progress import Progress
 from ddpm.train.signals import StopRequests
+from ddpm.train.step import accumulate_gradients, draw_step
 
 
 class NonFiniteTrainingError(RuntimeError):
@@ -54,14 +70,6 @@ def lr_factor(step: int, config: TrainConfig) -> float:
     return warm
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {name} was asked for but this torch build sees no CUDA device; use cpu")
-    return torch.device(name)
-
-
 def build_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
     opt = config.optim
     fast = {"fused": True} if device.type == "cuda" else {"foreach": True}
@@ -79,24 +87,30 @@ def train_loop(
     stop: StopRequests | None = None,
     previews: Any = None,
     evaluate: Any = None,
+    dist: DistContext | None = None,
 ) -> TrainResult:
     """Train ``config`` on ``dataset`` into ``run_dir`` (which must already hold config.toml).
 
     ``previews(step, ema_model)`` draws preview samples, when given. ``evaluate(step, ema_model)``
     returns ``(metrics, lower_is_better_value)``; its results go to eval.jsonl and the best
-    checkpoint by that value is kept in ``checkpoints/best``.
+    checkpoint by that value is kept in ``checkpoints/best``. Under torchrun ``dist`` is this rank's
+    context; ``previews`` and ``evaluate`` are then given to rank 0 only.
     """
     started = time.perf_counter()
     run = config.run
-    device = resolve_device(run.device)
+    ctx = dist or DistContext(device=resolve_device(run.device))
+    device = ctx.device
+    plan = batch_plan(run.batch_size, ctx.world_size, run.grad_accum_steps, run.micro_batch_size)
+    precision = resolve_precision(run.precision, device)
     if run.num_threads:
         torch.set_num_threads(run.num_threads)
-    torch.manual_seed(run.seed)  # initial weights
+    torch.manual_seed(run.seed)  # initial weights, the same on every rank
     model = build_net(config.model).to(device)
     if dataset.kind == "images":
         model = model.to(memory_format=torch.channels_last)
-    ema = EMA(model, config.optim.ema_decay, config.optim.ema_warmup)
+    ema = EMA(model, config.optim.ema_decay, config.optim.ema_warmup) if ctx.is_main else None
     optimizer = build_optimizer(model, config, device)
+    scaler = grad_scaler(precision, device)  # fp16 only
     schedule = make_schedule(config.diffusion.schedule, config.diffusion.num_steps)
     loss_fn = DiffusionLoss(
         schedule, config.diffusion.parameterization, config.diffusion.min_snr_gamma or None
@@ -107,12 +121,20 @@ def train_loop(
         checkpoint = load_checkpoint(resume_from)
         counters = checkpoint.meta.get("counters", {})  # skipped steps and the open log interval
         model.load_state_dict(checkpoint.model)
-        ema.model.load_state_dict(checkpoint.ema)
-        ema.num_updates = int(checkpoint.meta["ema_updates"])
+        if ema is not None:
+            ema.model.load_state_dict(checkpoint.ema)
+            ema.num_updates = int(checkpoint.meta["ema_updates"])
         optimizer.load_state_dict(optimizer_from_tensors(checkpoint.optimizer, checkpoint.meta["optimizer"]))
+        if scaler is not None and checkpoint.meta.get("grad_scaler"):
+            scaler.load_state_dict(checkpoint.meta["grad_scaler"])
         step = checkpoint.step
+    # DDP averages gradients over ranks during backward (and checks that the ranks' weights agree).
+    device_ids = [device.index] if device.type == "cuda" else None
+    net = DistributedDataParallel(model, device_ids=device_ids) if ctx.distributed else model
 
     def save(at_step: int) -> None:
+        if not ctx.is_main:
+            return
         model_state, ema_state = model.state_dict(), ema.model.state_dict()
         assert_finite(model_state, "model weights")
         assert_finite(ema_state, "EMA weights")
@@ -136,12 +158,16 @@ def train_loop(
                     "interval_steps": interval_steps,
                 },
                 "torch": torch.__version__,
+                "precision": precision,
+                "grad_scaler": None if scaler is None else scaler.state_dict(),
+                "world_size": ctx.world_size,
+                "grad_accum_steps": plan.accum_steps,
             },
             keep_last=run.keep_last,
         )
 
     log_path = run_dir / "log.jsonl"
-    progress = Progress(total=run.steps, initial=step, batch_size=run.batch_size)
+    progress = Progress(total=run.steps, initial=step, batch_size=run.batch_size, enabled=ctx.is_main)
     interval_loss = torch.tensor(counters.get("interval_loss_sum", 0.0), device=device)
     interval_steps, interval_start = counters.get("interval_steps", 0), time.perf_counter()
     skipped, bad_in_a_row = counters.get("skipped_steps", 0), counters.get("bad_steps_in_a_row", 0)
@@ -149,34 +175,23 @@ def train_loop(
     best_score = _best_score(run_dir)
     model.train()
     while step < run.steps:
-        generator = torch.Generator(device=device).manual_seed(mix_seed(run.seed, step))
-        torch.manual_seed(mix_seed(run.seed, step, 0xD0))  # dropout
-        index = order.batch_indices(step)
-        x0 = dataset.batch(index, device=device)
-        cond = {}
-        if config.model.num_classes is not None:  # classifier-free guidance: drop some labels
-            labels = dataset.labels[index].to(device)
-            drop = (
-                torch.rand(labels.shape[0], device=device, generator=generator)
-                < config.diffusion.label_dropout
-            )
-            cond["class_labels"] = torch.where(drop, config.model.num_classes, labels)
-        if config.data.random_flip:
-            flip = torch.rand(x0.shape[0], device=device, generator=generator) < 0.5
-            x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
-        if dataset.kind == "images":
-            x0 = x0.contiguous(memory_format=torch.channels_last)
         for group in optimizer.param_groups:
             group["lr"] = config.optim.lr * lr_factor(step, config)
-
-        loss = loss_fn(model, x0, generator=generator, **cond).mean()
+        draws = draw_step(config, order, step, dataset, schedule.num_steps, device)  # the global batch
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss = accumulate_gradients(net, loss_fn, dataset, draws, config, step, plan, ctx, precision, scaler)
+        loss = all_sum(loss, ctx) / ctx.world_size  # mean over the global batch, the same on every rank
+        if scaler is not None:
+            scaler.unscale_(optimizer)  # clip and check the true gradients
         clip = config.optim.grad_clip_norm or float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip, foreach=True)
         if torch.isfinite(loss) & torch.isfinite(grad_norm):
-            optimizer.step()
-            ema.update(model)
+            if scaler is None:
+                optimizer.step()
+            else:
+                scaler.step(optimizer)  # gradients are unscaled and finite: it steps
+            if ema is not None:
+                ema.update(model)
             interval_loss += loss.detach()
             interval_steps += 1
             bad_in_a_row = 0
@@ -193,6 +208,8 @@ def train_loop(
                     f"{what} (optim.max_bad_steps={config.optim.max_bad_steps}); the last checkpoint in "
                     f"{run_dir / 'checkpoints'} is kept; lower optim.lr or check the data"
                 )
+        if scaler is not None:
+            scaler.update()  # halves the scale after an overflow, doubles it after growth_interval good steps
         step += 1
 
         if step % run.log_every == 0 or step == run.steps:
@@ -208,8 +225,9 @@ def train_loop(
                 "epoch": order.epoch_of(step),
                 "skipped_steps": skipped,
             }
-            with log_path.open("a") as f:
-                f.write(json.dumps({k: _finite_or_none(v) for k, v in record.items()}) + "\n")
+            if ctx.is_main:
+                with log_path.open("a") as f:
+                    f.write(json.dumps({k: _finite_or_none(v) for k, v in record.items()}) + "\n")
             progress.update(step, record)
             interval_loss.zero_()
             interval_steps, interval_start = 0, now
@@ -221,17 +239,21 @@ def train_loop(
         if previews is not None and run.sample_every and step % run.sample_every == 0 and step < run.steps:
             previews(step, ema.model)
             model.train()
-        out_of_time = run.time_budget_s and time.perf_counter() - started >= run.time_budget_s
-        if out_of_time or (stop is not None and stop.requested):
+        out_of_time, requested = any_ranks(  # every rank stops after the same step
+            bool(run.time_budget_s) and time.perf_counter() - started >= run.time_budget_s,
+            stop is not None and stop.requested,
+            ctx=ctx,
+        )
+        if out_of_time or requested:
             stopped_early = True
-            progress.write(
-                f"stopping at step {step}: " + ("time budget reached" if out_of_time else stop.reason)
-            )
+            reason = (stop.reason if stop is not None else "") or "a stop request on another rank"
+            progress.write(f"stopping at step {step}: " + ("time budget reached" if out_of_time else reason))
             break
     progress.close()
     save(step)
     if previews is not None:
         previews(step, ema.model, final=True)
+    barrier(ctx)  # the others wait for rank 0's final checkpoint and previews
     return TrainResult(run_dir, step, stopped_early, last_loss, time.perf_counter() - started)
 
 

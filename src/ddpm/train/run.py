@@ -2,6 +2,10 @@
 
 Nothing is written before every input has been checked: a bad config, a missing data set or an
 existing run without --resume/--overwrite leaves the disk untouched.
+
+Under torchrun (several processes) rank 0 alone loads the data first (downloads, caches), checks and
+writes the run directory; the other ranks then load the same data and resume from the checkpoint
+rank 0 names. An error on rank 0 stops every rank.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from ddpm.safe_files import atomic_write_text
 from ddpm.train.checkpoint import latest_valid_checkpoint, load_checkpoint
 from ddpm.train.config import TrainConfig, config_from_dict, config_to_dict
 from ddpm.train.configio import ConfigError, dumps_toml, read_toml
+from ddpm.train.distributed import DistContext, batch_plan, distributed_session, share_from_main
 from ddpm.train.loop import TrainResult, train_loop
 from ddpm.train.previews import Previews
 from ddpm.train.signals import StopRequests
@@ -31,6 +36,9 @@ RESUMABLE_CHANGES = {
     "run.steps", "run.time_budget_s", "run.log_every", "run.sample_every", "run.checkpoint_every",
     "run.keep_last", "run.device", "run.num_threads", "run.preview_images", "run.preview_sampler",
     "run.preview_steps", "optim.max_bad_steps", "data.strict",
+    # How a step is computed (processes, micro-batches, precision, memory), not what it optimises.
+    "run.grad_accum_steps", "run.micro_batch_size", "run.precision", "run.dist_timeout_s",
+    "model.gradient_checkpointing",
 }  # fmt: skip
 
 
@@ -104,10 +112,68 @@ def train(
     force: bool = False,
     log: Any = print,
 ) -> TrainResult:
-    """Train ``config`` into ``run_dir``; with ``resume`` continue from its newest valid checkpoint."""
+    """Train ``config`` into ``run_dir``; with ``resume`` continue from its newest valid checkpoint.
+
+    Launched by torchrun, this joins the process group, trains with DistributedDataParallel and
+    leaves the group on return, error or signal.
+    """
     run_dir = Path(run_dir)
     if resume and overwrite:
         raise ConfigError("--resume and --overwrite contradict each other; pass one")
+    with distributed_session(config.run.device, config.run.dist_timeout_s) as ctx:
+        run = config.run
+        batch_plan(run.batch_size, ctx.world_size, run.grad_accum_steps, run.micro_batch_size)
+        prepared: dict[str, Any] = {}
+
+        def prepare() -> str:
+            prepared["dataset"], prepared["config"], checkpoint = _prepare(
+                config, run_dir, resume=resume, overwrite=overwrite, force=force, log=log
+            )
+            prepared["checkpoint"] = checkpoint
+            shared = {"checkpoint": "" if checkpoint is None else str(checkpoint)}
+            return json.dumps({**shared, "fingerprint": prepared["dataset"].fingerprint})
+
+        shared = json.loads(share_from_main(ctx, prepare))
+        if ctx.is_main:
+            dataset, config, checkpoint = prepared["dataset"], prepared["config"], prepared["checkpoint"]
+        else:
+            dataset, config, checkpoint = _join(config, run_dir, shared, ctx)
+        previews = Previews(config, dataset, run_dir) if ctx.is_main else None
+        evaluate = None
+        if config.run.eval_every and ctx.is_main:
+            from ddpm.evaluation_cli import TrainingEvaluator
+
+            evaluate = TrainingEvaluator(config, dataset)
+        with StopRequests() as stop:
+            return train_loop(
+                config, dataset, run_dir, resume_from=checkpoint, stop=stop, previews=previews,
+                evaluate=evaluate, dist=ctx,
+            )  # fmt: skip
+
+
+def _join(
+    config: TrainConfig, run_dir: Path, shared: dict[str, str], ctx: DistContext
+) -> tuple[Dataset, TrainConfig, Path | None]:
+    """A rank other than 0: the same data as rank 0 and the checkpoint it resumes from."""
+    dataset = load_data(config)
+    if dataset.fingerprint != shared["fingerprint"]:
+        raise ConfigError(
+            f"rank {ctx.rank} loaded different data for {config.data.spec!r} than rank 0 (fingerprints "
+            "differ); every node needs the same data files"
+        )
+    checkpoint = Path(shared["checkpoint"]) if shared["checkpoint"] else None
+    if checkpoint is not None and not checkpoint.is_dir():
+        raise ConfigError(
+            f"rank {ctx.rank} cannot see {checkpoint}, which rank 0 resumes from; the run directory "
+            "must be on a file system every node shares"
+        )
+    return dataset, resolve_for_data(config, dataset), checkpoint
+
+
+def _prepare(
+    config: TrainConfig, run_dir: Path, *, resume: bool, overwrite: bool, force: bool, log: Any
+) -> tuple[Dataset, TrainConfig, Path | None]:
+    """Rank 0 (or the only process): load the data, check and write the run directory."""
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"--out {str(run_dir)!r} is a file, not a directory")
     existing = run_dir.is_dir() and holds_run(run_dir)
@@ -152,16 +218,7 @@ def train(
     atomic_write_text(run_dir / "config.toml", dumps_toml(config_to_dict(config)))
     for log_name in ("log.jsonl", "eval.jsonl"):
         _truncate_log(run_dir / log_name, 0 if checkpoint is None else _step_of(checkpoint))
-    previews = Previews(config, dataset, run_dir)
-    evaluate = None
-    if config.run.eval_every:
-        from ddpm.evaluation_cli import TrainingEvaluator
-
-        evaluate = TrainingEvaluator(config, dataset)
-    with StopRequests() as stop:
-        return train_loop(
-            config, dataset, run_dir, resume_from=checkpoint, stop=stop, previews=previews, evaluate=evaluate
-        )
+    return dataset, config, checkpoint
 
 
 def _step_of(checkpoint: Path) -> int:

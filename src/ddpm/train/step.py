@@ -1,0 +1,102 @@
+"""The gradients of one optimizer step (Algorithm 1) over a global batch split across ranks and micro-steps.
+
+Every random draw of step s for the whole global batch comes from one generator seeded by (run seed, s),
+in the same order on every rank and for every split: label dropout, flips, timesteps, noise. A rank
+then computes only its shards (:class:`ddpm.train.distributed.BatchPlan`), so the optimisation does
+not depend on how many processes or micro-batches share the batch. Dropout masks are the one
+per-shard draw, from a seed of (run seed, s, shard); shard 0 keeps the single-process seed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+
+from ddpm.data import Dataset
+from ddpm.diffusion.losses import DiffusionLoss
+from ddpm.train.config import TrainConfig
+from ddpm.train.data_order import EpochOrder, mix_seed
+from ddpm.train.distributed import BatchPlan, DistContext, autocast
+
+
+@dataclass(frozen=True)
+class StepDraws:
+    """The random choices of one step for the whole global batch (B items), identical on every rank."""
+
+    index: Tensor  # (B,) data items, from the epoch permutation
+    t: Tensor  # (B,) timestep indices in 0..T−1
+    noise: Tensor  # (B, *sample_shape) ε ~ N(0, I)
+    drop_label: Tensor | None  # (B,) bool: replace the label by "no label" (classifier-free guidance)
+    flip: Tensor | None  # (B,) bool: horizontal flip
+
+
+def draw_step(
+    config: TrainConfig, order: EpochOrder, step: int, dataset: Dataset, num_steps: int, device: torch.device
+) -> StepDraws:
+    """All random draws of ``step`` for the global batch, from the generator seeded by (run seed, step)."""
+    generator = torch.Generator(device=device).manual_seed(mix_seed(config.run.seed, step))
+    index = order.batch_indices(step)  # (B,)
+    batch = index.shape[0]
+    drop_label = flip = None
+    if config.model.num_classes is not None:
+        drop_label = torch.rand(batch, device=device, generator=generator) < config.diffusion.label_dropout
+    if config.data.random_flip:
+        flip = torch.rand(batch, device=device, generator=generator) < 0.5
+    t = torch.randint(0, num_steps, (batch,), generator=generator, device=device)
+    noise = torch.randn((batch, *dataset.sample_shape), generator=generator, device=device)
+    return StepDraws(index, t, noise, drop_label, flip)
+
+
+def dropout_seed(seed: int, step: int, shard: int) -> int:
+    """Seed of the dropout masks of one shard; shard 0 has the seed a single-process run always used."""
+    return mix_seed(seed, step, 0xD0) if shard == 0 else mix_seed(seed, step, 0xD0, shard)
+
+
+def accumulate_gradients(
+    model: nn.Module,
+    loss_fn: DiffusionLoss,
+    dataset: Dataset,
+    draws: StepDraws,
+    config: TrainConfig,
+    step: int,
+    plan: BatchPlan,
+    ctx: DistContext,
+    precision: str,
+    scaler: torch.amp.GradScaler | None = None,
+) -> Tensor:
+    """Forward and backward of this rank's shards; gradients are summed into ``.grad``.
+
+    Each shard's loss is its mean over the shard divided by the accumulation steps, so the summed
+    gradients are those of this rank's mean; DDP then averages over ranks (all-reducing on the
+    last micro-step only), giving the gradient of the mean loss over the global batch.
+    Returns this rank's mean loss (0-dim, detached); average it over ranks for the global mean.
+    """
+    device = ctx.device
+    shards = plan.shards_of(ctx.rank)
+    total = torch.zeros((), device=device)
+    for position, shard in enumerate(shards):
+        part = plan.shard(shard)
+        torch.manual_seed(dropout_seed(config.run.seed, step, shard))
+        index = draws.index[part]
+        x0 = dataset.batch(index, device=device)  # (b, …)
+        cond = {}
+        if draws.drop_label is not None:
+            labels = dataset.labels[index].to(device)
+            cond["class_labels"] = torch.where(draws.drop_label[part], config.model.num_classes, labels)
+        if draws.flip is not None:
+            x0 = torch.where(draws.flip[part][:, None, None, None], x0.flip(-1), x0)
+        if dataset.kind == "images":
+            x0 = x0.contiguous(memory_format=torch.channels_last)
+        last = position == len(shards) - 1
+        defer_sync = isinstance(model, DistributedDataParallel) and not last
+        with model.no_sync() if defer_sync else contextlib.nullcontext():
+            with autocast(precision, device):
+                per_sample = loss_fn(model, x0, t=draws.t[part], noise=draws.noise[part], **cond)  # (b,)
+            loss = per_sample.mean() if plan.accum_steps == 1 else per_sample.mean() / plan.accum_steps
+            (loss if scaler is None else scaler.scale(loss)).backward()
+        total += loss.detach()
+    return total
