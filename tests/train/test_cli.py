@@ -59,3 +59,16 @@ def test_durations():
     assert parse_duration("90") == 90
     assert parse_duration("10m") == 600
     assert parse_duration("1.5h") == 5400
+
+
+def test_guidance_needs_a_class(tmp_path, capsys):
+    status, err = run_cli(capsys, "sample", str(tmp_path), "--guidance", "2")
+    assert status == 2 and "--guidance needs --class K|all" in err
+
+
+def test_every_command_has_help(capsys):
+    for command in ("train", "sample", "invert", "interpolate", "inpaint", "eval", "viz", "report"):
+        with pytest.raises(SystemExit) as exit_info:
+            main([command, "--help"])
+        assert exit_info.value.code == 0
+        assert "usage: ddpm " + command in capsys.readouterr().out
