@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -142,41 +143,69 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_killing_one_rank_makes_the_other_exit_with_an_error(tmp_path):
+def start_ranks(tmp_path: Path, *extra: str, stdout=subprocess.DEVNULL) -> tuple[list, Path]:
+    """Two `python -m ddpm train` processes joined by env:// rendezvous (no torchrun agent to help)."""
     config_file = write_config(tmp_path / "config.toml", tiny(steps=100_000, checkpoint_every=0))
     out = tmp_path / "run"
     rendezvous = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": "2"}
     command = [sys.executable, "-m", "ddpm", "train", "--device", "cpu", "--config", str(config_file)]
-    command += ["--out", str(out), "--set", "run.dist_timeout_s=45"]
+    command += ["--out", str(out), *extra]
     ranks = [
         subprocess.Popen(
             command,
             env=worker_env(**rendezvous, RANK=str(rank), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE="2"),
-            stdout=subprocess.DEVNULL,
+            stdout=stdout,
             stderr=subprocess.PIPE,
             text=True,
         )
         for rank in (0, 1)
     ]
+    deadline = time.monotonic() + 180
+    log = out / "log.jsonl"
     try:
-        deadline = time.monotonic() + 180
-        log = out / "log.jsonl"
         while not (log.exists() and log.read_text().count("\n") >= 2):
             assert time.monotonic() < deadline, "training did not start"
             assert ranks[0].poll() is None and ranks[1].poll() is None, ranks[0].stderr.read()
             time.sleep(0.2)
+    except BaseException:
+        stop_all(ranks)
+        raise
+    return ranks, out
+
+
+def stop_all(ranks: list) -> None:
+    for process in ranks:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_killing_one_rank_makes_the_other_exit_with_an_error(tmp_path):
+    ranks, _ = start_ranks(tmp_path, "--set", "run.dist_timeout_s=45")
+    try:
         ranks[1].kill()
         killed_at = time.monotonic()
         status = ranks[0].wait(timeout=120)
         waited = time.monotonic() - killed_at
     finally:
-        for process in ranks:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+        stop_all(ranks)
     assert status != 0
     assert waited < 60, waited
     assert "another rank has probably died" in ranks[0].stderr.read()
+
+
+def test_sigterm_to_one_rank_stops_both_after_the_same_step_with_a_checkpoint(tmp_path):
+    ranks, out = start_ranks(tmp_path, stdout=subprocess.PIPE)
+    try:
+        ranks[1].send_signal(signal.SIGTERM)  # rank 0 is not signalled: the ranks must agree
+        status = [process.wait(timeout=120) for process in ranks]
+    finally:
+        stop_all(ranks)
+    assert status == [0, 0], ranks[0].stderr.read() + ranks[1].stderr.read()
+    said = ranks[0].stdout.read()
+    assert "stopping at step" in said and "a stop request on another rank" in said
+    checkpoint = final(out)
+    assert checkpoint.step == json.loads((out / "log.jsonl").read_text().splitlines()[-1])["step"]
 
 
 def test_fp16_grad_scaler_state_is_checkpointed_and_resumed(tmp_path):
