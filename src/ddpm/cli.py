@@ -52,6 +52,7 @@ def build_train_config(args: argparse.Namespace) -> Any:
         ("run", "seed"): args.seed,
         ("run", "device"): args.device,
         ("run", "time_budget_s"): parse_duration(args.time) if args.time else None,
+        ("data", "strict"): True if args.strict_data else None,
     }
     for path, value in flags.items():
         if value is not None:
@@ -243,6 +244,11 @@ def make_parser() -> argparse.ArgumentParser:
     train.add_argument("--overwrite", action="store_true", help="replace the run in --out")
     train.add_argument("--force", action="store_true", help="resume even if config or data changed")
     train.add_argument("--seed", type=int, help="run seed")
+    train.add_argument(
+        "--strict-data",
+        action="store_true",
+        help="refuse to train if any image file is unusable (default: skip it, report it)",
+    )
     train.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     train.add_argument(
         "--nproc",
@@ -282,10 +288,19 @@ def make_parser() -> argparse.ArgumentParser:
     sample.add_argument("--gif", metavar="FILE.gif", help="also write an animation of the reverse process")
     sample.add_argument("--weights", default="ema", choices=("ema", "raw"))
     sample.add_argument("--device", default="auto")
-    sample.add_argument("--class", dest="classes", metavar="K|all|K1,K2",
-                        help="sample these classes of a class-conditional model, --n each (.npz gets labels)")
-    sample.add_argument("--guidance", type=float, default=0.0, metavar="W",
-                        help="classifier-free guidance w ≥ 0 (Ho & Salimans eq. 6); 0 = plain conditional")
+    sample.add_argument(
+        "--class",
+        dest="classes",
+        metavar="K|all|K1,K2",
+        help="sample these classes of a class-conditional model, --n each (.npz gets labels)",
+    )
+    sample.add_argument(
+        "--guidance",
+        type=float,
+        default=0.0,
+        metavar="W",
+        help="classifier-free guidance w ≥ 0 (Ho & Salimans eq. 6); 0 = plain conditional",
+    )
     sample.set_defaults(func=cmd_sample)
 
     invert = commands.add_parser("invert", help="DDIM-invert images to x_T and reconstruct them")
@@ -312,8 +327,12 @@ def make_parser() -> argparse.ArgumentParser:
     inpaint = commands.add_parser("inpaint", help="fill a masked region of an image (RePaint)")
     inpaint.add_argument("path", metavar="RUN_DIR|CHECKPOINT")
     inpaint.add_argument("image", metavar="IMAGE")
-    inpaint.add_argument("--mask", required=True, metavar="MASK",
-                         help="mask image (white = fill) or top|bottom|left|right|center")
+    inpaint.add_argument(
+        "--mask",
+        required=True,
+        metavar="MASK",
+        help="mask image (white = fill) or top|bottom|left|right|center",
+    )
     inpaint.add_argument("--n", type=int, default=4)
     inpaint.add_argument("--steps", type=int, default=250)
     inpaint.add_argument("--jump-length", type=int, default=10)
@@ -387,6 +406,7 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     from ddpm.train.checkpoint import CheckpointError
     from ddpm.train.distributed import PeerFailed
+    from ddpm.train.loop import NonFiniteTrainingError
 
     parser = make_parser()
     args = parser.parse_args(argv)
@@ -399,6 +419,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ddpm {args.command}: error: {err}", file=sys.stderr)
         return 2
     except PeerFailed as err:  # another rank failed first; its own message says why
+        print(f"ddpm {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except (OSError, NonFiniteTrainingError) as err:  # disk full, read-only folder, K bad steps in a row
         print(f"ddpm {args.command}: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -18,12 +18,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ddpm.data import Dataset, load_dataset
 from ddpm.data.spec import default_data_root, parse_spec
+from ddpm.safe_files import load_safetensors
 
 RECIPE: dict[str, Any] = {
     "version": "cnn1",  # bump when anything below or the architecture changes
@@ -194,7 +195,7 @@ def load_or_train_classifier(
     if path.is_file() and meta_path.is_file():
         metadata = json.loads(meta_path.read_text())
         model = build_classifier(train, metadata["recipe"])
-        model.load_state_dict(load_file(path))  # includes feature_scale
+        model.load_state_dict(load_safetensors(path))  # includes feature_scale
         return TrainedClassifier(model.eval().requires_grad_(False), metadata, path)
     model = train_classifier(train, recipe, progress=progress)
     test = load_dataset(data_spec, split="test", root=root, image_size=image_size, channels=channels)

@@ -233,9 +233,9 @@ def find_fid_weights(weights_path: str | Path | None = None, data_root: Path | N
 
 def _read_state_dict(path: Path) -> dict[str, Tensor]:
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+        from ddpm.safe_files import load_safetensors
 
-        return load_file(path)
+        return load_safetensors(path)
     if path.name == f"{FID_WEIGHTS_NAME}.pth":
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         if not digest.startswith(FID_WEIGHTS_SHA256_PREFIX):

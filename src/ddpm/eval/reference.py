@@ -14,12 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor
 
 from ddpm.data import Dataset, parse_spec
 from ddpm.eval.features import FeatureNet, extract_features
 from ddpm.eval.metrics import feature_statistics
+from ddpm.safe_files import load_safetensors
 
 REFERENCE_SUBSET_SEED = 0  # which n real samples: fixed, so a reference never moves with a run's seed
 
@@ -70,7 +71,7 @@ def reference_features(
     path = reference_path(data_spec, dataset, split, net, n, cache_root)
     meta_path = path.with_suffix(".json")
     if path.is_file() and meta_path.is_file():
-        stored = load_file(path)
+        stored = load_safetensors(path)
         return Reference(stored["features"], stored["mu"].numpy(), stored["sigma"].numpy(), path)
     index = subset_index(len(dataset), n, REFERENCE_SUBSET_SEED)
     feats, _ = extract_features(

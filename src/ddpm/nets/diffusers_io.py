@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from ddpm.diffusion.process import check_parameterization
 from ddpm.diffusion.schedules import NoiseSchedule, cosine_betas, linear_betas
@@ -26,6 +26,7 @@ from ddpm.nets.diffusers_unet import (
     unet_config_to_diffusers,
 )
 from ddpm.nets.unet import UNet
+from ddpm.safe_files import load_safetensors
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
@@ -156,7 +157,7 @@ def load_diffusers_unet(folder: str | Path) -> tuple[UNet, UNetConfig]:
         )
         raise ValueError(f"{weights_path} not found{found}; only safetensors weights are accepted")
     net = UNet(config)
-    net.load_state_dict(state_dict_from_diffusers(net, load_file(weights_path, device="cpu")))
+    net.load_state_dict(state_dict_from_diffusers(net, load_safetensors(weights_path)))
     return net.eval(), config
 
 
