@@ -62,11 +62,6 @@ def worker_env(**extra: str) -> dict[str, str]:
     return {**env, "OMP_NUM_THREADS": "1", **extra}
 
 
-def ddpm_train(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "ddpm", "train", "--device", "cpu", *map(str, args)]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=worker_env())
-
-
 def torchrun(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
     command = torchrun_command(2, ["--device", "cpu", *map(str, args)])
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=worker_env())
@@ -94,11 +89,16 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     """One process with batch 16, one with 2 × 8 accumulated, two processes with 8 each (CLI)."""
     root = tmp_path_factory.mktemp("distributed")
     config = tiny()
-    train(config, root / "one", log=quiet)
-    train(tiny(grad_accum_steps=2), root / "accum", log=quiet)
     config_file = write_config(root / "config.toml", config)
-    done = ddpm_train("--nproc", "2", "--config", config_file, "--out", root / "two")
-    assert done.returncode == 0, done.stderr[-3000:]
+    command = [sys.executable, "-m", "ddpm", "train", "--device", "cpu", "--nproc", "2"]
+    command += ["--config", str(config_file), "--out", str(root / "two")]
+    with subprocess.Popen(
+        command, env=worker_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    ) as two:
+        train(config, root / "one", log=quiet)  # meanwhile: the processes start up slowly
+        train(tiny(grad_accum_steps=2), root / "accum", log=quiet)
+        errors = two.communicate(timeout=240)[1].decode()
+    assert two.returncode == 0, errors[-3000:]
     return {"one": root / "one", "accum": root / "accum", "two": root / "two", "config": config_file}
 
 
@@ -325,3 +325,29 @@ def test_cli_refuses_a_batch_that_does_not_split_before_launching(tmp_path, caps
 def test_relaunch_arguments_drop_nproc():
     argv = ["train", "--nproc", "2", "--steps", "5", "--npr=4", "--set", "run.seed=1", "--np", "3"]
     assert without_nproc(argv) == ["--steps", "5", "--set", "run.seed=1"]
+
+
+def test_devices_on_a_machine_with_one_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_device("auto") == torch.device("cuda")
+    assert resolve_device("auto", local_rank=0, world_size=1) == torch.device("cuda", 0)
+    assert resolve_device("cpu", local_rank=1, world_size=2) == torch.device("cpu")
+    with pytest.raises(ValueError, match=r"LOCAL_RANK=1 has no GPU: this machine has 1; start at most"):
+        resolve_device("auto", local_rank=1, world_size=2)
+    with pytest.raises(ValueError, match=r"--device cuda:0 names one GPU, but each of the 2 processes"):
+        resolve_device("cuda:0", local_rank=0, world_size=2)
+
+
+@pytest.mark.parametrize("bf16_supported", [True, False])
+def test_precision_on_a_gpu(monkeypatch, bf16_supported):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: bf16_supported)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla V100")
+    gpu = torch.device("cuda", 0)
+    assert resolve_precision("auto", gpu) == ("bf16" if bf16_supported else "fp32")
+    assert resolve_precision("fp16", gpu) == "fp16"
+    if not bf16_supported:
+        with pytest.raises(
+            ValueError, match=r"run.precision='bf16' is not supported by Tesla V100; use fp16"
+        ):
+            resolve_precision("bf16", gpu)

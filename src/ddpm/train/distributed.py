@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import inspect
 import os
 import re
 import sys
@@ -102,9 +103,9 @@ def batch_plan(
     return BatchPlan(batch_size, world, accum, batch_size // (world * accum))
 
 
-def resolve_device(name: str, local_rank: int = 0, world_size: int = 1) -> torch.device:
-    """The device of this process: ``auto`` is CUDA when there is one; several processes take
-    cuda:LOCAL_RANK each."""
+def resolve_device(name: str, local_rank: int | None = None, world_size: int = 1) -> torch.device:
+    """The device of this process: ``auto`` is CUDA when there is one; a process started by torchrun
+    (``local_rank`` given) takes cuda:LOCAL_RANK."""
     cuda = torch.cuda.is_available()
     if name.startswith("cuda") and not cuda:
         raise ValueError(f"--device {name} was asked for but this torch build sees no CUDA device; use cpu")
@@ -115,7 +116,12 @@ def resolve_device(name: str, local_rank: int = 0, world_size: int = 1) -> torch
         )
     if name == "auto":
         name = "cuda" if cuda else "cpu"
-    if name == "cuda" and world_size > 1:
+    if name == "cuda" and local_rank is not None:
+        if local_rank >= torch.cuda.device_count():
+            raise ValueError(
+                f"LOCAL_RANK={local_rank} has no GPU: this machine has {torch.cuda.device_count()}; "
+                "start at most that many processes per machine, or use --device cpu"
+            )
         return torch.device("cuda", local_rank)
     return torch.device(name)
 
@@ -146,10 +152,11 @@ def distributed_session(device_name: str, timeout_s: float) -> Iterator[DistCont
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if owned:
+        bind = device.type == "cuda" and "device_id" in inspect.signature(dist.init_process_group).parameters
         dist.init_process_group(
             backend="nccl" if device.type == "cuda" else "gloo",
             timeout=datetime.timedelta(seconds=timeout_s),
-            device_id=device if device.type == "cuda" else None,
+            **({"device_id": device} if bind else {}),  # torch ≥ 2.3: NCCL set up for this GPU at once
         )
     context = DistContext(dist.get_rank(), dist.get_world_size(), local_rank, device, dist.get_backend())
     try:
