@@ -17,8 +17,9 @@ from PIL import Image
 from ddpm.data import load_dataset
 from ddpm.data.folder import unusable_images
 from ddpm.data.images import luma
+from tests.shared_data import SHARED_DATA
 
-CIFAR_TEST_TAR = Path("/work/shared/data/cifar10-jpeg/test.tar")
+CIFAR_TEST_TAR = SHARED_DATA / "cifar10-jpeg" / "test.tar"
 CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 

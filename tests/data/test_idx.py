@@ -14,8 +14,9 @@ import torch
 
 from ddpm.data import load_dataset
 from ddpm.data.idx import IDX_SETS, parse_idx, read_idx
+from tests.shared_data import SHARED_DATA
 
-MNIST_DIR = Path("/work/shared/data/mnist")
+MNIST_DIR = SHARED_DATA / "mnist"
 MNIST_FILES = (
     "train-images-idx3-ubyte.gz",
     "train-labels-idx1-ubyte.gz",

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from ddpm.eval.classifier import TrainedClassifier, load_or_train_classifier
+from tests.shared_data import SHARED_DATA
 
-MNIST_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "mnist"  # ../shared/data/mnist
+MNIST_DIR = SHARED_DATA / "mnist"
 
 
 @pytest.fixture(scope="session")
