@@ -13,7 +13,7 @@ from torch import nn
 
 from ddpm.data import Dataset
 from ddpm.eval import higher_is_better, load_samples_npz, prepare, score
-from ddpm.pipeline import DiffusionModel, load
+from ddpm.pipeline import DiffusionModel, build_model, load
 from ddpm.train.config import TrainConfig
 from ddpm.train.loop import resolve_device
 from ddpm.train.run import load_data, stored_config
@@ -54,17 +54,8 @@ class TrainingEvaluator:
         )
 
     def __call__(self, step: int, net: nn.Module) -> tuple[dict[str, float], float]:
-        from ddpm.diffusion import make_schedule
-
         config = self.config
-        model = DiffusionModel(
-            net,
-            make_schedule(config.diffusion.schedule, config.diffusion.num_steps),
-            config.diffusion.parameterization,
-            self.sample_shape,
-            self.kind,
-            config,
-        )
+        model = build_model(config, self.sample_shape, self.kind, net)
         labels = None if model.num_classes is None else torch.arange(self.n) % model.num_classes
         samples = model.sample(
             self.n,

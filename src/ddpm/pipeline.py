@@ -117,10 +117,12 @@ class DiffusionModel:
         return torch.cat([r.samples.cpu() for r in self.sample_with_result(n, **options)])
 
 
-def build_model(config: TrainConfig, sample_shape: Sequence[int], kind: str) -> DiffusionModel:
-    """An untrained model for ``config`` (useful as a baseline)."""
+def build_model(
+    config: TrainConfig, sample_shape: Sequence[int], kind: str, net: nn.Module | None = None
+) -> DiffusionModel:
+    """The model ``config`` describes around ``net`` (default: a new, untrained network — a baseline)."""
     return DiffusionModel(
-        net=build_net(config.model),
+        net=build_net(config.model) if net is None else net,
         schedule=make_schedule(config.diffusion.schedule, config.diffusion.num_steps),
         parameterization=config.diffusion.parameterization,
         sample_shape=tuple(sample_shape),

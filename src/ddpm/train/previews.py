@@ -9,8 +9,7 @@ import torch
 from torch import nn
 
 from ddpm.data import Dataset
-from ddpm.diffusion import make_schedule
-from ddpm.pipeline import DiffusionModel, to_uint8
+from ddpm.pipeline import build_model, to_uint8
 from ddpm.train.config import TrainConfig
 
 
@@ -26,21 +25,13 @@ class Previews:
         self.kind = dataset.kind
         self.sample_shape = tuple(dataset.sample_shape)
         self.folder = Path(run_dir) / "samples"
-        self.schedule = make_schedule(config.diffusion.schedule, config.diffusion.num_steps)
 
     def __call__(self, step: int, net: nn.Module, final: bool = False) -> Path:
         from ddpm.viz.grid import save_grid
         from ddpm.viz.scatter import save_scatter
 
         run = self.config.run
-        model = DiffusionModel(
-            net,
-            self.schedule,
-            self.config.diffusion.parameterization,
-            self.sample_shape,
-            self.kind,
-            self.config,
-        )
+        model = build_model(self.config, self.sample_shape, self.kind, net)
         num_classes = self.config.model.num_classes
         labels = None if num_classes is None else torch.arange(run.preview_images) % num_classes
         samples = model.sample(
