@@ -1,12 +1,15 @@
-"""Per-class accuracy and FD_classifier against the classifier-free guidance scale w.
+"""Per-class accuracy and FD_classifier against the classifier-free guidance scale s.
 
 For a class-conditional run (e.g. `ddpm train --data mnist --set data.class_conditional=true`):
-samples N images per class at each w, labels them with the evaluation classifier (ddpm.eval.classifier,
+samples N images per class at each s, labels them with the evaluation classifier (ddpm.eval.classifier,
 trained and cached on first use), and compares their penultimate features with the test split's
 (Fréchet distance). Writes sweep.json, a Markdown table for RESULTS.md, a guidance-sweep strip and a
-class-by-seed grid at each w.
+class-by-seed grid at each s.
 
-    python benchmarks/guidance_sweep.py runs/mnist-cond --data mnist --scales 0 0.5 1 2 4 \
+The scale is diffusers' guidance_scale (``ddpm.diffusion.guidance``): s = 0 is the unconditional model,
+s = 1 the plain conditional one, s > 1 guided; Ho & Salimans' w (eq. 6) is s − 1.
+
+    python benchmarks/guidance_sweep.py runs/mnist-cond --data mnist --scales 0 1 1.5 2 3 4 6 \
         --n-per-class 100 --steps 50 --out-dir results/guidance
 """
 
@@ -40,7 +43,13 @@ def main() -> None:
     parser.add_argument(
         "--data", default="mnist", help="the run's labelled data set (classifier and FD reference)"
     )
-    parser.add_argument("--scales", type=float, nargs="+", default=[0.0, 0.5, 1.0, 2.0, 4.0])
+    parser.add_argument(
+        "--scales",
+        type=float,
+        nargs="+",
+        default=[0.0, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0],
+        help="guidance scales s (0 = unconditional, 1 = conditional)",
+    )
     parser.add_argument("--n-per-class", type=int, default=100)
     parser.add_argument("--steps", type=int, default=50, help="DDIM steps")
     parser.add_argument("--seed", type=int, default=0)
@@ -58,41 +67,41 @@ def main() -> None:
     with torch.inference_mode():
         reference, _ = features_and_logits(classifier, test.batch(torch.arange(len(test))))
     rows = []
-    for w in args.scales:
+    for s in args.scales:
         start = time.perf_counter()
         images, labels = editing.sample_classes(
-            model, "all", guidance=w, n_per_class=args.n_per_class, steps=args.steps, seed=args.seed
+            model, "all", guidance=s, n_per_class=args.n_per_class, steps=args.steps, seed=args.seed
         )
         with torch.inference_mode():
             feats, logits = features_and_logits(classifier, images)
         correct = logits.argmax(1) == labels
         per_class = [float(correct[labels == k].float().mean()) for k in range(model.num_classes)]
         row = {
-            "w": w,
+            "s": s,
             "accuracy": float(correct.float().mean()),
             "per_class_accuracy": per_class,
             "fd_classifier": frechet_distance(feats, reference),
             "seconds": time.perf_counter() - start,
         }
         rows.append(row)
-        print(f"w={w:g}: accuracy {row['accuracy']:.3f}, FD_classifier {row['fd_classifier']:.2f}, "
+        print(f"s={s:g}: accuracy {row['accuracy']:.3f}, FD_classifier {row['fd_classifier']:.2f}, "
               f"{row['seconds']:.0f}s", flush=True)  # fmt: skip
         grid_n = min(args.n_per_class, 8)
         grid = images.reshape(model.num_classes, args.n_per_class, *images.shape[1:])[:, :grid_n]
         grid_labels = labels[:: args.n_per_class].repeat_interleave(grid_n)
         figure = editing.class_grid_figure(grid.reshape(-1, *images.shape[1:]), grid_labels, grid_n)
-        save_figure(figure, out_dir / f"classes_w{w:g}.png")
+        save_figure(figure, out_dir / f"classes_s{s:g}.png")
     for label in (0, model.num_classes // 2):
         sweep = editing.guidance_sweep(model, label, args.scales, n=8, seed=args.seed, steps=args.steps)
         save_figure(editing.guidance_sweep_figure(sweep, args.scales), out_dir / f"sweep_class{label}.png")
 
     summary = {"run": str(args.run_dir), "data": args.data, "steps": args.steps, "rows": rows}
     (out_dir / "sweep.json").write_text(json.dumps(summary, indent=2) + "\n")
-    header = "| w | accuracy | FD_classifier | " + " | ".join(str(k) for k in range(model.num_classes)) + " |"
+    header = "| s | accuracy | FD_classifier | " + " | ".join(str(k) for k in range(model.num_classes)) + " |"
     lines = [header, "|" + "---|" * (3 + model.num_classes)]
     for row in rows:
         per_class = " | ".join(f"{a:.2f}" for a in row["per_class_accuracy"])
-        lines.append(f"| {row['w']:g} | {row['accuracy']:.3f} | {row['fd_classifier']:.2f} | {per_class} |")
+        lines.append(f"| {row['s']:g} | {row['accuracy']:.3f} | {row['fd_classifier']:.2f} | {per_class} |")
     (out_dir / "sweep.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -75,25 +75,36 @@ def test_digits():
 
 
 def test_class_samples_are_recognised_and_the_rate_rises_with_guidance(model, classifier):
+    # s = 0: the unconditional model (labels ignored), s = 1: the conditional one, s > 1: guided
     accuracy, confidence = {}, {}
-    for w in (0.0, 1.0, 3.0):
-        images, labels = editing.sample_classes(model, "all", guidance=w, n_per_class=20, steps=25, seed=1)
+    for s in (0.0, 1.0, 2.0, 4.0):
+        images, labels = editing.sample_classes(model, "all", guidance=s, n_per_class=20, steps=25, seed=1)
         proba = _proba(classifier, images)
-        accuracy[w] = float((proba.argmax(1) == labels.numpy()).mean())
-        confidence[w] = float(proba.max(1).mean())
+        accuracy[s] = float((proba.argmax(1) == labels.numpy()).mean())
+        confidence[s] = float(proba.max(1).mean())
     print(f"class rate {accuracy}, mean confidence {confidence}")
-    # measured (700 steps): rate 0.90 / 1.00 / 1.00, confidence 0.870 / 0.974 / 0.990 at w = 0 / 1 / 3
-    assert accuracy[1.0] >= 0.9  # chance is 0.1
-    assert accuracy[0.0] >= 0.7
-    assert accuracy[0.0] < accuracy[1.0] <= accuracy[3.0]
-    assert confidence[0.0] < confidence[1.0] < confidence[3.0]
+    # measured (700 steps) at s = 0 / 1 / 2 / 4: rate 0.10 / 0.91 / 1.00 / 1.00, conf. 0.70/0.87/0.97/0.99
+    assert accuracy[0.0] <= 0.3  # unconditional samples hit the asked class by chance only (0.1)
+    assert accuracy[1.0] >= 0.7
+    assert accuracy[2.0] >= 0.9
+    assert accuracy[0.0] < accuracy[1.0] < accuracy[2.0] <= accuracy[4.0]
+    assert confidence[1.0] < confidence[2.0] < confidence[4.0]
+
+
+def test_scale_zero_ignores_the_label_and_scale_one_is_the_plain_conditional_model(model):
+    options = {"steps": 5, "seed": 2}
+    unconditional = model.sample(3, labels=[2] * 3, guidance=0.0, **options)
+    assert torch.equal(unconditional, model.sample(3, labels=[7] * 3, guidance=0.0, **options))
+    plain = model.sample(3, labels=[2] * 3, **options)  # the default scale is 1
+    assert torch.equal(plain, model.sample(3, labels=[2] * 3, guidance=1.0, **options))
+    assert not torch.allclose(plain, unconditional, atol=1e-3)
 
 
 def test_class_rows_share_their_noises_and_match_the_pipeline(model):
-    images, labels = editing.sample_classes(model, [2, 5], guidance=1.0, n_per_class=3, steps=10, seed=4)
+    images, labels = editing.sample_classes(model, [2, 5], guidance=2.0, n_per_class=3, steps=10, seed=4)
     assert labels.tolist() == [2, 2, 2, 5, 5, 5]
     for row, k in enumerate((2, 5)):
-        alone = model.sample(3, labels=[k] * 3, guidance=1.0, steps=10, seed=4)
+        alone = model.sample(3, labels=[k] * 3, guidance=2.0, steps=10, seed=4)
         torch.testing.assert_close(images[3 * row : 3 * row + 3], alone, rtol=0, atol=1e-4)
 
 
@@ -113,10 +124,10 @@ def test_ddim_inversion_then_sampling_reconstructs_digits(model, test_digits):
 
 def test_interpolation_endpoints_are_the_samples_of_the_endpoint_noises(model):
     a, b = editing.noise_for_seed(model, 3), editing.noise_for_seed(model, 4)
-    options = {"steps": 20, "labels": 2, "guidance": 1.0}
+    options = {"steps": 20, "labels": 2, "guidance": 2.0}
     strip = editing.interpolate(model, a, b, 5, batch_size=1, **options)
     for end, seed in ((strip[0], 3), (strip[-1], 4)):
-        alone = model.sample(1, seed=seed, steps=20, labels=[2], guidance=1.0)[0]
+        alone = model.sample(1, seed=seed, steps=20, labels=[2], guidance=2.0)[0]
         assert torch.equal(end, alone)  # the same noise, the same batch of one: bit for bit
     batched = editing.interpolate(model, a, b, 5, **options)  # one batch: equal up to float rounding
     torch.testing.assert_close(batched, strip, rtol=0, atol=1e-4)
@@ -172,7 +183,7 @@ def test_pictures_label_their_rows_and_columns(model, test_digits, tmp_path):
     sweep = editing.guidance_sweep(model, 5, [0.0, 2.0], n=3, steps=5)
     assert sweep.shape == (2, 3, 1, 8, 8)
     figure = editing.guidance_sweep_figure(sweep, [0.0, 2.0])
-    assert [t.get_text() for t in figure.axes[0].get_yticklabels()] == ["w=0", "w=2"]
+    assert [t.get_text() for t in figure.axes[0].get_yticklabels()] == ["s=0", "s=2"]
     figure = editing.interpolation_figure(torch.zeros(5, 1, 8, 8))
     assert [t.get_text() for t in figure.axes[0].get_xticklabels()] == [
         "0.00",
@@ -187,7 +198,7 @@ def test_pictures_label_their_rows_and_columns(model, test_digits, tmp_path):
 
 
 def test_command_bodies_write_their_files(run_dir, test_digits, tmp_path):
-    npz = editing.sample_classes_to_files(run_dir, classes="1,4", guidance=1.0, n=3, steps=5, eta=0.5,
+    npz = editing.sample_classes_to_files(run_dir, classes="1,4", guidance=2.0, n=3, steps=5, eta=0.5,
                                           out=tmp_path / "s.npz", device="cpu")[0]  # fmt: skip
     with np.load(npz) as data:
         assert data["images"].shape == (6, 8, 8, 1) and data["images"].dtype == np.uint8
@@ -248,17 +259,21 @@ def test_bad_inputs_are_refused(model, untrained, test_digits, tmp_path):
         (lambda: editing.sample_classes(model, []), r"classes is empty"),
         (lambda: editing.sample_classes(model, 1, n_per_class=0), r"n_per_class=0 is invalid"),
         (lambda: editing.sample_classes(unconditional, "all"), r"given to an unconditional model"),
-        (lambda: unconditional.sample(2, guidance=1.0), r"guidance=1\.0 needs a class-conditional model"),
         (
-            lambda: editing.interpolate(unconditional, a, a, 3, guidance=1.0),
-            r"needs a class-conditional model",
+            lambda: unconditional.sample(2, guidance=2.0),
+            r"guidance=2\.0 needs a class-conditional model; this one has no labels \(leave it at 1\.0\)",
         ),
-        (lambda: model.sample(2, guidance=1.0), r"guidance=1\.0 needs labels"),
+        (
+            lambda: editing.interpolate(unconditional, a, a, 3, guidance=0.0),
+            r"guidance=0\.0 needs a class-conditional model; this one is unconditional \(leave it at 1\.0\)",
+        ),
+        (lambda: model.sample(2, guidance=0.0), r"guidance=0\.0 needs labels"),
         (lambda: editing.interpolate(model, a, a, 3, guidance=2.0), r"guidance=2\.0 needs a class label"),
         (
             lambda: model.sample(2, labels=[1, 2], guidance=-1.0),
-            r"w=-1\.0 is invalid; it must be finite and ≥ 0",
+            r"s=-1\.0 is invalid; it must be finite and ≥ 0",
         ),
+        (lambda: model.sample(2, labels=[1, 2], guidance=float("nan")), r"s=nan is invalid"),
         (lambda: editing.guidance_sweep(model, 1, []), r"scales is empty"),
         (lambda: editing.invert(model, digits[:2], labels=[1, 2, 3]), r"got 3 labels for 2 samples"),
         (

@@ -101,7 +101,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_sample(args: argparse.Namespace) -> int:
     from ddpm.sampling_cli import sample_to_files
 
-    if args.classes is not None or args.guidance:
+    if args.classes is not None or args.guidance != 1.0:  # 1.0: the plain model, no class needed
         from ddpm.editing import sample_classes_to_files
 
         if args.classes is None:
@@ -207,6 +207,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+GUIDANCE_HELP = (
+    "classifier-free guidance scale s ≥ 0 (diffusers' guidance_scale): 0 = unconditional, "
+    "1 = plain conditional (default), > 1 stronger; Ho & Salimans' w (eq. 6) is s − 1"
+)
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ddpm", description="Denoising diffusion probabilistic models: train, sample, evaluate."
@@ -297,9 +303,9 @@ def make_parser() -> argparse.ArgumentParser:
     sample.add_argument(
         "--guidance",
         type=float,
-        default=0.0,
-        metavar="W",
-        help="classifier-free guidance w ≥ 0 (Ho & Salimans eq. 6); 0 = plain conditional",
+        default=1.0,
+        metavar="S",
+        help=GUIDANCE_HELP,
     )
     sample.set_defaults(func=cmd_sample)
 
@@ -320,7 +326,7 @@ def make_parser() -> argparse.ArgumentParser:
     interp.add_argument("--num", type=int, default=8)
     interp.add_argument("--steps", type=int, default=50)
     interp.add_argument("--class", dest="label", type=int, metavar="K")
-    interp.add_argument("--guidance", type=float, default=0.0, metavar="W")
+    interp.add_argument("--guidance", type=float, default=1.0, metavar="S", help=GUIDANCE_HELP)
     interp.add_argument("--out", default="interpolation.png", metavar="FILE.png|FILE.npz")
     interp.set_defaults(func=cmd_interpolate)
 
@@ -339,7 +345,7 @@ def make_parser() -> argparse.ArgumentParser:
     inpaint.add_argument("--resamples", type=int, default=10)
     inpaint.add_argument("--seed", type=int, default=0)
     inpaint.add_argument("--class", dest="label", type=int, metavar="K")
-    inpaint.add_argument("--guidance", type=float, default=0.0, metavar="W")
+    inpaint.add_argument("--guidance", type=float, default=1.0, metavar="S", help=GUIDANCE_HELP)
     inpaint.add_argument("--out", default="inpainted.png", metavar="FILE.png|FILE.npz")
     inpaint.set_defaults(func=cmd_inpaint)
 

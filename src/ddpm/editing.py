@@ -8,7 +8,7 @@ grid, guidance sweep, interpolation strip, inpainting before/after) and holds th
 
 import ddpm, ddpm.editing as editing
 model = ddpm.load("runs/digits-cond")
-images, labels = editing.sample_classes(model, "all", guidance=2.0, n_per_class=8)
+images, labels = editing.sample_classes(model, "all", guidance=3.0, n_per_class=8)
 """
 
 from __future__ import annotations
@@ -61,12 +61,15 @@ def parse_classes(model: DiffusionModel, classes: ClassSpec) -> list[int]:
 
 
 def denoiser(model: DiffusionModel, guidance: float, conditional: bool) -> Any:
-    """The network, wrapped in classifier-free guidance when w > 0 (which needs labels)."""
+    """The network, wrapped in classifier-free guidance when the scale s ≠ 1 (which needs labels)."""
     check_guidance_scale(guidance)
-    if guidance == 0:
-        return model.net
+    if guidance == 1:
+        return model.net  # s = 1: the plain (conditional, given labels) model
     if model.num_classes is None:
-        raise ValueError(f"guidance={guidance} needs a class-conditional model; this one is unconditional")
+        raise ValueError(
+            f"guidance={guidance} needs a class-conditional model; "
+            "this one is unconditional (leave it at 1.0)"
+        )
     if not conditional:
         raise ValueError(
             f"guidance={guidance} needs a class label: classifier-free guidance steers towards one"
@@ -111,21 +114,23 @@ def sample_classes(
     model: DiffusionModel,
     classes: ClassSpec,
     *,
-    guidance: float = 0.0,
+    guidance: float = 1.0,
     n_per_class: int = 1,
     seed: int = 0,
     **sample_options: Any,
 ) -> tuple[Tensor, Tensor]:
     """(images (K·n, C, H, W), labels (K·n,)), class-major: row k holds ``n_per_class`` of class k.
 
-    Column s uses the same noise (image s of ``seed``) for every class, so a row differs from the next
-    only by its label; image (k, s) is ``model.sample(n_per_class, labels=[k] * n, seed=seed)[s]`` up
-    to float rounding (one batch for all classes). ``sample_options`` go to :func:`sample_from_noise`.
+    Column j uses the same noise (image j of ``seed``) for every class, so a row differs from the next
+    only by its label; image (k, j) is ``model.sample(n_per_class, labels=[k] * n, seed=seed)[j]`` up
+    to float rounding (one batch for all classes). ``guidance`` is the scale s (1 = the conditional
+    model, the default; see ``ddpm.diffusion.guidance``). ``sample_options`` go to
+    :func:`sample_from_noise`.
     """
     classes = parse_classes(model, classes)
     if isinstance(n_per_class, bool) or not isinstance(n_per_class, int) or n_per_class < 1:
         raise ValueError(f"n_per_class={n_per_class!r} is invalid; it must be an integer ≥ 1")
-    seeds = sample_seeds(seed, n_per_class) * len(classes)  # column s: image s of ``seed``, every class
+    seeds = sample_seeds(seed, n_per_class) * len(classes)  # column j: image j of ``seed``, every class
     noise = per_sample_noise(seeds, model.sample_shape)  # (K·n, C, H, W)
     labels = torch.tensor(classes).repeat_interleave(n_per_class)  # (K·n,)
     images = sample_from_noise(model, noise, labels=labels, guidance=guidance, seeds=seeds, **sample_options)
@@ -141,12 +146,15 @@ def guidance_sweep(
     seed: int = 0,
     **sample_options: Any,
 ) -> Tensor:
-    """(len(scales), n, C, H, W): the same ``n`` noises of class ``label`` at each guidance scale."""
+    """(len(scales), n, C, H, W): the same ``n`` noises of class ``label`` at each guidance scale s.
+
+    s = 0 is the unconditional model, s = 1 the conditional one (see ``ddpm.diffusion.guidance``).
+    """
     label = parse_classes(model, [label])[0]
     if not scales:
-        raise ValueError("scales is empty; give at least one guidance scale w ≥ 0")
+        raise ValueError("scales is empty; give at least one guidance scale s ≥ 0")
     return torch.stack(
-        [model.sample(n, labels=[label] * n, guidance=w, seed=seed, **sample_options) for w in scales]
+        [model.sample(n, labels=[label] * n, guidance=s, seed=seed, **sample_options) for s in scales]
     )
 
 
@@ -162,7 +170,7 @@ def sample_from_noise(
     sampler: str = "ddim",
     steps: int | None = None,
     labels: Labels = None,
-    guidance: float = 0.0,
+    guidance: float = 1.0,
     clip_x0: float | None = None,
     seeds: Sequence[int] | None = None,
     batch_size: int = 256,
@@ -247,7 +255,7 @@ def interpolate(
     *,
     steps: int = 50,
     labels: Labels = None,
-    guidance: float = 0.0,
+    guidance: float = 1.0,
     batch_size: int = 256,
 ) -> Tensor:
     """``num`` images (num, C, H, W) sampled by deterministic DDIM from slerp(a, b, w), w = 0 … 1.
@@ -289,7 +297,7 @@ def inpaint(
     resamples: int = 10,
     seed: int = 0,
     labels: Labels = None,
-    guidance: float = 0.0,
+    guidance: float = 1.0,
     batch_size: int = 256,
 ) -> Tensor:
     """RePaint (Lugmayr et al. 2022): fill the pixels where ``mask`` is 1/True; the others are kept exactly.
@@ -338,8 +346,8 @@ def class_grid_figure(images: Tensor, labels: Tensor, n_per_class: int, *, cell_
 
 
 def guidance_sweep_figure(sweep: Tensor, scales: Sequence[float], *, cell_in: float = 0.6) -> Figure:
-    """Rows of :func:`guidance_sweep` (same noises, one row per guidance scale w)."""
-    row_labels = [f"w={w:g}" for w in scales]
+    """Rows of :func:`guidance_sweep` (same noises, one row per guidance scale s)."""
+    row_labels = [f"s={s:g}" for s in scales]
     return table_figure(image_table(sweep, [], row_labels, scale=_scale(sweep[0])), cell_in=cell_in)
 
 
@@ -447,7 +455,7 @@ def sample_classes_to_files(
     path: str | Path,
     *,
     classes: str = "all",
-    guidance: float = 0.0,
+    guidance: float = 1.0,
     n: int = 8,
     sampler: str = "ddim",
     steps: int | None = None,
@@ -458,7 +466,7 @@ def sample_classes_to_files(
     weights: str = "ema",
     device: str = "auto",
 ) -> list[Path]:
-    """`ddpm sample --class K|all --guidance W`: ``n`` images per class; .png grid (a row per class) or
+    """`ddpm sample --class K|all --guidance S`: ``n`` images per class; .png grid (a row per class) or
     .npz with ``images`` (uint8 N×H×W×C) and ``labels`` (int64 N)."""
     out = _check_out(out, (".png", ".npz"))
     if eta and sampler != "ddim":
@@ -512,7 +520,7 @@ def interpolate_to_files(
     num: int = 8,
     steps: int = 50,
     label: int | None = None,
-    guidance: float = 0.0,
+    guidance: float = 1.0,
     out: str | Path = "interpolation.png",
     weights: str = "ema",
     device: str = "auto",
@@ -550,7 +558,7 @@ def inpaint_to_files(
     resamples: int = 10,
     seed: int = 0,
     label: int | None = None,
-    guidance: float = 0.0,
+    guidance: float = 1.0,
     out: str | Path = "inpainted.png",
     weights: str = "ema",
     device: str = "auto",

@@ -58,15 +58,17 @@ class DiffusionModel:
         batch_size: int = 256,
         clip_x0: float | None = None,
         labels: Tensor | Sequence[int] | None = None,
-        guidance: float = 0.0,
+        guidance: float = 1.0,
         progress: Callable[[int], None] | None = None,
         **sampler_options: Any,
     ) -> list[SampleResult]:
         """Draw ``n`` samples in batches; image i depends only on (seed, i), not on batch_size.
 
-        ``labels`` (one class index per sample) conditions a class-conditional model. ``guidance`` w > 0
-        applies classifier-free guidance, (1 + w) ε(x, y) − w ε(x, ∅) (Ho & Salimans 2022, eq. 6; see
-        ``ddpm.diffusion.guidance``); w = 0 is the conditional model. Guidance needs ``labels``.
+        ``labels`` (one class index per sample) conditions a class-conditional model. ``guidance`` is the
+        classifier-free guidance scale s ≥ 0 (diffusers' ``guidance_scale``): ε(x, ∅) + s (ε(x, y) − ε(x, ∅))
+        (see ``ddpm.diffusion.guidance``; Ho & Salimans 2022 eq. 6 with w = s − 1). The default s = 1 is
+        the plain model, s = 0 the unconditional prediction, s > 1 stronger guidance; s ≠ 1 needs
+        ``labels``.
         """
         if sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {sampler!r}; allowed: {', '.join(SAMPLERS)}")
@@ -83,11 +85,14 @@ class DiffusionModel:
             if self.num_classes is None:
                 raise ValueError("labels given to an unconditional model; train with data.class_conditional")
         check_guidance_scale(guidance)
-        if guidance != 0 and self.num_classes is None:
-            raise ValueError(f"guidance={guidance} needs a class-conditional model; this one has no labels")
-        if guidance != 0 and labels is None:
+        if guidance != 1 and self.num_classes is None:
+            raise ValueError(
+                f"guidance={guidance} needs a class-conditional model; "
+                "this one has no labels (leave it at 1.0)"
+            )
+        if guidance != 1 and labels is None:
             raise ValueError(f"guidance={guidance} needs labels: guidance steers samples towards a class")
-        denoiser = self.net if guidance == 0 else ClassifierFreeGuidance(self.net, guidance, self.num_classes)
+        denoiser = self.net if guidance == 1 else ClassifierFreeGuidance(self.net, guidance, self.num_classes)
         seeds = sample_seeds(seed, n)
         results = []
         self.net.eval()

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from ddpm.cli import main, parse_duration
+from ddpm.cli import main, make_parser, parse_duration
 
 
 def run_cli(capsys, *argv):
@@ -61,9 +61,18 @@ def test_durations():
     assert parse_duration("1.5h") == 5400
 
 
-def test_guidance_needs_a_class(tmp_path, capsys):
-    status, err = run_cli(capsys, "sample", str(tmp_path), "--guidance", "2")
+@pytest.mark.parametrize("scale", ["2", "0"])  # 0 = unconditional, 2 = guided: both steer by class
+def test_guidance_needs_a_class(tmp_path, capsys, scale):
+    status, err = run_cli(capsys, "sample", str(tmp_path), "--guidance", scale)
     assert status == 2 and "--guidance needs --class K|all" in err
+
+
+def test_guidance_defaults_to_the_plain_conditional_scale_one(tmp_path, capsys):
+    parser = make_parser()
+    for argv in (["sample", "run"], ["interpolate", "run"], ["inpaint", "run", "x.png", "--mask", "top"]):
+        assert parser.parse_args(argv).guidance == 1.0
+    status, err = run_cli(capsys, "sample", str(tmp_path / "missing"), "--guidance", "1")  # no --class needed
+    assert status == 2 and "is neither a run directory nor a checkpoint folder" in err
 
 
 def test_every_command_has_help(capsys):
