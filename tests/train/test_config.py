@@ -98,3 +98,13 @@ def test_ints_are_accepted_for_floats():
     data["optim"]["lr"] = 1
     assert config_from_dict(data).optim.lr == 1.0
     assert dataclasses.is_dataclass(config_from_dict(data))
+
+
+def test_preview_sampler_choices_are_the_registered_samplers() -> None:
+    import typing
+
+    from ddpm.diffusion.samplers import SAMPLERS
+    from ddpm.train.config import RunConfig
+
+    hints = typing.get_type_hints(RunConfig)
+    assert set(typing.get_args(hints["preview_sampler"])) == set(SAMPLERS)

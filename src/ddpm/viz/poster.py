@@ -228,9 +228,7 @@ def _columns(
         [add(lines_graphic("algorithms", algorithms, spec, left_column[1] - left_column[0]))],
     ]
     samples = _picture("samples", pictures.samples[variant], pictures.sample_titles, [], spec, dpi)
-    middle = [
-        [heading("h_results", "Results"), add(samples), text("samples_caption", words.samples_caption)]
-    ]
+    middle = [[heading("h_results", "Results"), add(samples), text("samples_caption", words.samples_caption)]]
     if pictures.reverse is not None:
         reverse = _picture("reverse", pictures.reverse, pictures.reverse_titles, ["xₜ", "x̂₀"], spec, dpi)
         caption = "Reverse process: xₜ (top) and the predicted x̂₀ (bottom) of one sample."
