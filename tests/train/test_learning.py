@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from ddpm.data import load_dataset
+from ddpm.eval.evaluate import evaluate
 from ddpm.eval.metrics import sliced_wasserstein
 from ddpm.pipeline import build_model, load
 from ddpm.train.presets import get_preset
@@ -61,15 +62,22 @@ def _classify(classifier, images):
     return classifier.predict_proba(features)
 
 
-def test_digits_samples_are_recognised_and_cover_all_classes(tmp_path):
+@pytest.fixture(scope="module")
+def digits_models(tmp_path_factory):
+    """The digits preset trained DIGITS_STEPS steps, and the same configuration untrained."""
     config = _replace(
         get_preset("digits"),
         run={"steps": DIGITS_STEPS, "checkpoint_every": 0, "sample_every": 0, "preview_images": 16},
     )
-    train(config, tmp_path / "run", log=lambda *_: None)
+    run_dir = tmp_path_factory.mktemp("digits") / "run"
+    train(config, run_dir, log=lambda *_: None)
+    return load(run_dir), build_model(config, (1, 8, 8), "images")
+
+
+def test_digits_samples_are_recognised_and_cover_all_classes(digits_models):
+    trained_model, untrained_model = digits_models
     classifier = _digit_classifier()
-    trained = _classify(classifier, load(tmp_path / "run").sample(300, steps=50, seed=1))
-    untrained_model = build_model(config, (1, 8, 8), "images")
+    trained = _classify(classifier, trained_model.sample(300, steps=50, seed=1))
     untrained = _classify(classifier, untrained_model.sample(300, steps=50, seed=1))
     confident = float((trained.max(1) >= 0.9).mean())
     confident_untrained = float((untrained.max(1) >= 0.9).mean())
@@ -78,3 +86,17 @@ def test_digits_samples_are_recognised_and_cover_all_classes(tmp_path):
     assert classes == 10
     assert confident >= DIGITS_CONFIDENT_MIN
     assert confident >= confident_untrained + 0.15
+
+
+def test_trained_digits_model_beats_the_untrained_one_on_every_metric(digits_models):
+    """Issue 4: every metric of ``ddpm eval`` (classifier features) separates trained from untrained."""
+    trained, untrained = (
+        evaluate(model.sample(297, steps=50, seed=2), "digits", n=297, progress=False)
+        for model in digits_models
+    )
+    print({key: (round(trained[key], 4), round(untrained[key], 4)) for key in trained})
+    assert trained["fd_classifier"] < untrained["fd_classifier"] / 5
+    assert trained["kid_classifier"] < untrained["kid_classifier"] / 5
+    for key in ("precision", "recall", "is_classifier", "confidence", "mean_max_prob"):
+        assert trained[key] > untrained[key] + 0.1 * max(1.0, abs(untrained[key])), key
+    assert trained["class_coverage"] == 1.0 >= untrained["class_coverage"]

@@ -1,0 +1,191 @@
+"""Quality per CPU-minute against the peers (issue 11): same wall budget, same samples, same scorer.
+
+Trains ours (the data set's preset), diffusers (UNet2DModel + DDPMScheduler as its training example
+runs them) and lucidrains' GaussianDiffusion + Unet (its Trainer's defaults), one after the other on
+this machine, each for the same wall-clock budget with the same thread count; at every budget mark
+each draws the same number of samples with the same number of network evaluations (see
+qpm_worker.py for each contender's recipe). All samples are scored with the package's classifier:
+FD_classifier, fraction labelled with confidence ≥ 0.9, class coverage. Prints a table, writes
+``OUT/results.json``, side-by-side grids of the last mark and the FD-against-minutes plot.
+
+    python benchmarks/quality_per_minute.py --data digits --budgets 60,120,300 --n 297 --nfe 50
+    python benchmarks/quality_per_minute.py --data mnist:../shared/data/mnist \
+        --budgets 120,300,600,900 --n 500 --nfe 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from common import LUCID_PYTHON, machine_facts
+from PIL import Image, ImageDraw
+
+from ddpm.data import load_dataset
+from ddpm.eval.evaluate import evaluate, real_floor
+from ddpm.eval.samples import load_samples_npz
+from ddpm.train.presets import preset_for_data
+from ddpm.viz.grid import make_grid, to_pil
+
+WORKER = Path(__file__).with_name("qpm_worker.py")
+METRICS = ["fd", "confidence", "coverage"]
+PYTHONS = {"ours": Path(sys.executable), "diffusers": Path(sys.executable), "lucid": LUCID_PYTHON}
+
+
+def contender_command(name: str, args: argparse.Namespace, train_npy: Path) -> list[str]:
+    return [
+        str(PYTHONS[name]), str(WORKER), "--contender", name, "--preset", preset_for_data(args.data),
+        "--data", args.data, "--train-npy", str(train_npy), "--budgets", args.budgets,
+        "--nfe", str(args.nfe), "--threads", str(args.threads), "--out", str(args.out),
+        "--n", str(args.n * args.sets),
+    ]  # fmt: skip
+
+
+def run_contenders(names: list[str], args: argparse.Namespace, train_npy: Path) -> list[dict]:
+    """Run the workers ``--parallel`` at a time (default one after the other); their JSON lines."""
+    rows = []
+    for start in range(0, len(names), args.parallel):
+        group = names[start : start + args.parallel]
+        processes = []
+        for name in group:
+            command = contender_command(name, args, train_npy)
+            print(f"[{name}] {' '.join(command)}", flush=True)
+            processes.append(subprocess.Popen(command, stdout=subprocess.PIPE, text=True))
+        for name, process in zip(group, processes, strict=True):
+            out, _ = process.communicate()
+            if process.returncode:
+                raise SystemExit(f"{name} failed with exit status {process.returncode}")
+            rows += [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    return rows
+
+
+def score_rows(rows: list[dict], data: str, n: int) -> None:
+    """Score each contender's samples in sets of n (mean and std over the sets: one set of a few hundred
+    samples gives an FD that varies by ±20% from the next)."""
+    for row in rows:
+        samples, _ = load_samples_npz(row["samples"])
+        sets = [
+            evaluate(samples[start : start + n], data, n=n, metrics=METRICS, progress=False)
+            for start in range(0, len(samples) - n + 1, n)
+        ]
+        fds = [m["fd_classifier"] for m in sets]
+        row.update(
+            fd=statistics.mean(fds),
+            fd_std=statistics.stdev(fds) if len(fds) > 1 else 0.0,
+            confident=statistics.mean(m["confidence"] for m in sets),
+            coverage=min(m["class_coverage"] for m in sets),
+            sets=len(sets),
+        )
+
+
+def save_side_by_side(rows: list[dict], contenders: list[str], out: Path, show: int = 64) -> Path:
+    """One grid per contender (its last budget mark), left to right, each captioned, as one PNG."""
+    panels = []
+    for name in contenders:
+        last = max((r for r in rows if r["contender"] == name), key=lambda r: r["budget_s"])
+        samples, _ = load_samples_npz(last["samples"])
+        pixels = make_grid(samples[:show], nrow=8, padding=1)
+        scale = max(1, 240 // pixels.shape[0])
+        panel = to_pil(pixels.repeat(scale, 0).repeat(scale, 1)).convert("RGB")
+        captioned = Image.new("RGB", (panel.width, panel.height + 24), "white")
+        captioned.paste(panel, (0, 24))
+        caption = f"{name}, {last['budget_s'] / 60:g} min, FD {last['fd']:.2f}"
+        ImageDraw.Draw(captioned).text((4, 6), caption, fill="black")
+        panels.append(captioned)
+    width = sum(p.width for p in panels) + 8 * (len(panels) - 1)
+    sheet = Image.new("RGB", (width, panels[0].height), "white")
+    left = 0
+    for panel in panels:
+        sheet.paste(panel, (left, 0))
+        left += panel.width + 8
+    path = out / "side_by_side.png"
+    sheet.save(path)
+    return path
+
+
+def plot_fd(rows: list[dict], contenders: list[str], floor: float, out: Path, title: str) -> Path:
+    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=150)
+    for name in contenders:
+        mine = sorted((r for r in rows if r["contender"] == name), key=lambda r: r["budget_s"])
+        ax.plot([r["budget_s"] / 60 for r in mine], [r["fd"] for r in mine], marker="o", label=name)
+    ax.axhline(floor, color="grey", linestyle="--", label="real vs real (floor)")
+    ax.set_yscale("log")
+    ax.set_xlabel("training wall-clock minutes (2-core CPU)")
+    ax.set_ylabel("FD_classifier (lower is better)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = out / "fd_vs_minutes.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default="digits")
+    parser.add_argument("--budgets", default="60,120,300", help="comma-separated training seconds")
+    parser.add_argument("--n", type=int, default=297, help="samples per scored set")
+    parser.add_argument("--sets", type=int, default=1, help="sample sets scored (mean ± std)")
+    parser.add_argument("--nfe", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--contenders", default="ours,diffusers,lucid")
+    parser.add_argument(
+        "--parallel", type=int, default=1, help="contenders run at once (each with --threads threads)"
+    )
+    parser.add_argument("--out", type=Path, default=Path("/tmp/quality_per_minute"))
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    contenders = args.contenders.split(",")
+    unknown = sorted(set(contenders) - set(PYTHONS))
+    if unknown:
+        raise SystemExit(f"unknown contender(s) {unknown}; allowed: {', '.join(PYTHONS)}")
+
+    train = load_dataset(args.data, split="train")
+    train_npy = args.out / "train_images.npy"
+    np.save(train_npy, train.data.permute(0, 2, 3, 1).contiguous().numpy())
+    rows = run_contenders(contenders, args, train_npy)
+    torch.set_num_threads(args.threads)
+    score_rows(rows, args.data, args.n)
+    floors = [
+        real_floor(args.data, args.n, metrics=METRICS, seed=seed, progress=False) for seed in range(args.sets)
+    ]
+    floor = {key: statistics.mean(f[key] for f in floors) for key in floors[0]}
+    result = {"machine": machine_facts(), "args": {k: str(v) for k, v in vars(args).items()},
+              "floor": floor, "rows": rows}  # fmt: skip
+    (args.out / "results.json").write_text(json.dumps(result, indent=1))
+
+    print(
+        f"\n{args.data}: n={args.n}, NFE {args.nfe}, {args.threads} thread(s) per contender, "
+        f"{args.parallel} contender(s) at a time, {machine_facts()['date']}"
+    )
+    print("| contender | budget | steps | img/s | FD_classifier | confident ≥0.9 | classes | sampling s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        print(
+            f"| {row['contender']} | {row['budget_s'] / 60:g} min | {row['steps']} | {row['img_per_s']} | "
+            f"{row['fd']:.3f} ± {row['fd_std']:.3f} | {row['confident']:.2f} | {row['coverage'] * 10:.0f} | "
+            f"{row['sample_s']} |"
+        )
+    print(f"| real train vs test (floor) | — | — | — | {floor['fd_classifier']:.3f} | "
+          f"{floor['confidence']:.2f} | {floor['class_coverage'] * 10:.0f} | — |")  # fmt: skip
+    print(save_side_by_side(rows, contenders, args.out))
+    print(
+        plot_fd(
+            rows, contenders, floor["fd_classifier"], args.out, f"{args.data}: n={args.n}, NFE {args.nfe}"
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
