@@ -30,10 +30,11 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 import numpy as np
 import torch
 
-# Nearest lucidrains Unet to each of our presets' networks (see lucid_worker.py for why not exact).
+# Nearest lucidrains Unet to each of our presets' networks (see lucid_worker.py for why not exact):
+# same base width, levels and full-attention levels (digits: base 32, (1, 2); mnist: base 16, (1, 2, 2)).
 LUCID_NETS = {
     "digits": dict(dim=32, dim_mults=(1, 2), full_attn=(False, True)),
-    "mnist": dict(dim=32, dim_mults=(1, 2, 2), full_attn=(False, False, True)),
+    "mnist": dict(dim=16, dim_mults=(1, 2, 2), full_attn=(False, False, True)),
 }
 
 

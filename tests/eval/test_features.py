@@ -57,8 +57,9 @@ def test_extraction_does_not_depend_on_the_batch_size(
     test = load_dataset("digits", split="test")
     feats_small, probs_small = extract_features(net, test.batch, 50, batch_size=7)
     feats_big, probs_big = extract_features(net, test.batch, 50, batch_size=256)
-    torch.testing.assert_close(feats_small, feats_big)
-    torch.testing.assert_close(probs_small, probs_big)
+    # float32 convolutions may sum in another order for another batch size: equal to float32 precision
+    torch.testing.assert_close(feats_small, feats_big, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(probs_small, probs_big, rtol=1e-5, atol=1e-6)
     assert feats_small.shape == (50, 128) and probs_small.shape == (50, 10)
 
 
