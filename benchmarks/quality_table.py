@@ -1,0 +1,58 @@
+"""The RESULTS.md quality rows of issue 4: real-vs-real floor, an untrained model, and trained runs.
+
+Every metric ``ddpm eval`` computes for the data set (classifier features: FD, KID, precision,
+recall, IS, confidence, class coverage), at the same n for all rows. The untrained model is the
+first run's configuration with fresh weights; runs are scored from their EMA weights.
+
+    python benchmarks/quality_table.py --data digits --n 297 RUN_DIR [RUN_DIR ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from ddpm.data import load_dataset
+from ddpm.eval.evaluate import evaluate, real_floor
+from ddpm.pipeline import build_model, load
+from ddpm.train.run import stored_config
+
+COLUMNS = ["fd_classifier", "kid_classifier", "precision", "recall", "is_classifier", "confidence",
+           "class_coverage"]  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--sampler", default="dpm++2m")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    shape = tuple(load_dataset(args.data, split="test").data.shape[1:])
+    options = {"sampler": args.sampler, "steps": args.steps, "seed": 0}
+    rows = {"real train vs test (floor)": real_floor(args.data, args.n, progress=False)}
+    untrained = build_model(stored_config(args.runs[0]), shape, "images")
+    samples = untrained.sample(args.n, **options)
+    rows["untrained network"] = evaluate(samples, args.data, n=args.n, progress=False)
+    for run in args.runs:
+        model = load(run)
+        samples = model.sample(args.n, **options)
+        rows[f"{run.name} (step {model.step})"] = evaluate(samples, args.data, n=args.n, progress=False)
+    print(f"{args.data}, n = {args.n}, {args.sampler} {args.steps} steps, seed 0\n")
+    print("| model | " + " | ".join(COLUMNS) + " |")
+    print("|---|" + "---|" * len(COLUMNS))
+    for name, metrics in rows.items():
+        print(f"| {name} | " + " | ".join(f"{metrics[key]:.4g}" for key in COLUMNS) + " |")
+    if args.json:
+        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}))
+
+
+if __name__ == "__main__":
+    main()
