@@ -298,16 +298,23 @@ def ours_train_step(
         x0 = images.contiguous(memory_format=memory_format)
         with autocast(amp):
             loss = loss_fn(model, x0, generator=generator).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=True)
-        if torch.isfinite(loss) & torch.isfinite(grad_norm):
-            optimizer.step()
-            ema.update(model)
+        optimizer_step(model, optimizer, ema, loss)
         state["step"] += 1
 
     step.model = model  # type: ignore[attr-defined]
     return step
+
+
+def optimizer_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, ema: EMA, loss: Tensor, clip: float = 1.0
+) -> None:
+    """The end of a ddpm.train.loop step: backward, global-norm clipping, a finite step, the EMA update."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip, foreach=True)
+    if torch.isfinite(loss) & torch.isfinite(grad_norm):
+        optimizer.step()
+        ema.update(model)
 
 
 def diffusers_train_step(

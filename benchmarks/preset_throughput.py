@@ -25,6 +25,7 @@ from common import (
     base_parser,
     interleaved,
     markdown_table,
+    optimizer_step,
     ours_train_step,
     peak_rss_mib,
     print_header,
@@ -79,13 +80,7 @@ def mlp_train_step(config: TrainConfig, batch: int) -> Callable[[], None]:
 
     def step() -> None:
         generator = torch.Generator().manual_seed(state["step"])
-        loss = loss_fn(model, points, generator=generator).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip, foreach=True)
-        if torch.isfinite(loss) & torch.isfinite(grad_norm):
-            optimizer.step()
-            ema.update(model)
+        optimizer_step(model, optimizer, ema, loss_fn(model, points, generator=generator).mean(), clip)
         state["step"] += 1
 
     step.model = model  # type: ignore[attr-defined]
