@@ -116,6 +116,19 @@ def write_json(path: Path | None, payload: Any) -> None:
         path.write_text(json.dumps(payload, indent=2, default=str))
 
 
+def mean_over_sets(sets: list[dict[str, float]]) -> dict[str, float]:
+    """Classifier metrics of several sample sets of one model: FD mean ± std, mean confident share, and
+    the worst class coverage (an FD of a few hundred samples varies by ±20% from one set to the next)."""
+    fds = [m["fd_classifier"] for m in sets]
+    return {
+        "fd": statistics.mean(fds),
+        "fd_std": statistics.stdev(fds) if len(fds) > 1 else 0.0,
+        "confident": statistics.mean(m["confidence"] for m in sets),
+        "class_coverage": min(m["class_coverage"] for m in sets),
+        "sets": len(sets),
+    }
+
+
 def peak_rss_mib() -> float:
     """Peak resident set size of this process so far (Linux reports KiB, macOS bytes)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

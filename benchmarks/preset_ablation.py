@@ -13,17 +13,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 from pathlib import Path
 
 import torch
+from common import mean_over_sets
 
-from ddpm.evaluation_cli import evaluate_path
+from ddpm.eval.evaluate import prepare, score
+from ddpm.pipeline import load
 from ddpm.train.config import config_from_dict, config_to_dict
 from ddpm.train.configio import apply_override, parse_override
 from ddpm.train.presets import get_preset, preset_for_data, with_data
-from ddpm.train.run import train
+from ddpm.train.run import stored_config, train
+
+METRICS = ["fd", "confidence", "coverage"]
 
 
 def parse_variant(text: str) -> tuple[str, list[str]]:
@@ -61,19 +64,19 @@ def run_variant(args: argparse.Namespace, name: str, overrides: list[str]) -> di
 
 
 def score_run(run_dir: Path, args: argparse.Namespace) -> dict:
-    """Mean over ``--seeds`` sample sets: FD at n ≈ 300 varies ±20% from one sample set to the next."""
-    runs = [
-        evaluate_path(
-            run_dir, n=args.n, sampler=args.sampler, steps=args.sample_steps, seed=seed, device="cpu"
-        )["metrics"]
+    """Mean over ``--seeds`` sample sets of the run's EMA weights (model and reference loaded once)."""
+    model = load(run_dir)
+    evaluation = prepare(stored_config(run_dir).data.spec, args.n, metrics=METRICS, progress=False)
+    sets = [
+        score(evaluation, model.sample(args.n, sampler=args.sampler, steps=args.sample_steps, seed=seed))
         for seed in range(args.seeds)
     ]
-    fds = [m["fd_classifier"] for m in runs]
+    summary = mean_over_sets(sets)
     return {
-        "fd": statistics.mean(fds),
-        "fd_std": statistics.stdev(fds) if len(fds) > 1 else 0.0,
-        "confident": statistics.mean(m["confidence"] for m in runs),
-        "classes": min(round(m["class_coverage"] * 10) for m in runs),
+        "fd": summary["fd"],
+        "fd_std": summary["fd_std"],
+        "confident": summary["confident"],
+        "classes": round(summary["class_coverage"] * 10),
         "sampler": f"{args.sampler} {args.sample_steps}",
         "n": args.n,
         "seeds": args.seeds,

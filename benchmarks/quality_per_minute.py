@@ -28,7 +28,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from common import LUCID_PYTHON, machine_facts
+from common import LUCID_PYTHON, machine_facts, mean_over_sets
 from PIL import Image, ImageDraw
 
 from ddpm.data import load_dataset
@@ -70,22 +70,16 @@ def run_contenders(names: list[str], args: argparse.Namespace, train_npy: Path) 
 
 
 def score_rows(rows: list[dict], data: str, n: int) -> None:
-    """Score each contender's samples in sets of n (mean and std over the sets: one set of a few hundred
-    samples gives an FD that varies by ±20% from the next)."""
+    """Score each contender's samples in sets of n (mean and std over the sets, common.mean_over_sets)."""
     for row in rows:
         samples, _ = load_samples_npz(row["samples"])
         sets = [
             evaluate(samples[start : start + n], data, n=n, metrics=METRICS, progress=False)
             for start in range(0, len(samples) - n + 1, n)
         ]
-        fds = [m["fd_classifier"] for m in sets]
-        row.update(
-            fd=statistics.mean(fds),
-            fd_std=statistics.stdev(fds) if len(fds) > 1 else 0.0,
-            confident=statistics.mean(m["confidence"] for m in sets),
-            coverage=min(m["class_coverage"] for m in sets),
-            sets=len(sets),
-        )
+        summary = mean_over_sets(sets)
+        summary["coverage"] = summary.pop("class_coverage")
+        row.update(summary)
 
 
 def save_side_by_side(rows: list[dict], contenders: list[str], out: Path, show: int = 64) -> Path:

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ddpm.data import load_dataset
-from ddpm.eval.evaluate import evaluate, real_floor
+from ddpm.eval.evaluate import prepare, real_floor, score
 from ddpm.pipeline import build_model, load
 from ddpm.train.run import stored_config
 
@@ -35,16 +34,16 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    shape = tuple(load_dataset(args.data, split="test").data.shape[1:])
     options = {"sampler": args.sampler, "steps": args.steps, "seed": 0}
-    rows = {"real train vs test (floor)": real_floor(args.data, args.n, progress=False)}
-    untrained = build_model(stored_config(args.runs[0]), shape, "images")
-    samples = untrained.sample(args.n, **options)
-    rows["untrained network"] = evaluate(samples, args.data, n=args.n, progress=False)
-    for run in args.runs:
-        model = load(run)
-        samples = model.sample(args.n, **options)
-        rows[f"{run.name} (step {model.step})"] = evaluate(samples, args.data, n=args.n, progress=False)
+    models = [load(run) for run in args.runs]
+    untrained = build_model(stored_config(args.runs[0]), models[0].sample_shape, "images")
+    evaluation = prepare(args.data, args.n, progress=False)  # classifier and reference, loaded once
+    rows = {
+        "real train vs test (floor)": real_floor(args.data, args.n, progress=False),
+        "untrained network": score(evaluation, untrained.sample(args.n, **options)),
+    }
+    for run, model in zip(args.runs, models, strict=True):
+        rows[f"{run.name} (step {model.step})"] = score(evaluation, model.sample(args.n, **options))
     print(f"{args.data}, n = {args.n}, {args.sampler} {args.steps} steps, seed 0\n")
     print("| model | " + " | ".join(COLUMNS) + " |")
     print("|---|" + "---|" * len(COLUMNS))
