@@ -278,12 +278,14 @@ def make_parser() -> argparse.ArgumentParser:
     sample.add_argument("path", metavar="RUN_DIR|CHECKPOINT")
     sample.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
     sample.add_argument(
-        "--sampler", default="ddim", help="ddpm (Algorithm 2), ddim (default), dpm++2m, euler, heun, euler_a"
+        "--sampler",
+        default="ddim",
+        help="ddpm (Algorithm 2), ddim (default), dpm++2m, dpm++2m_sde, euler, heun, euler_a",
     )
     sample.add_argument(
         "--steps",
         type=int,
-        help="sampler steps (default: ddpm 1000, ddim 50, dpm++2m 20; heun uses 2·steps−1 evaluations)",
+        help="sampler steps (default: ddpm 1000, ddim 50, dpm++2m(_sde) 20; heun uses 2·steps−1 evaluations)",
     )
     sample.add_argument(
         "--eta", type=float, default=0.0, help="DDIM η: 0 deterministic, 1 ancestral variance"

@@ -1,4 +1,4 @@
-"""DPM-Solver++(2M), Euler, Heun and Euler ancestral: exactness on Gaussian data, NFE, and diffusers parity.
+"""DPM-Solver++(2M) (ODE and SDE), Euler, Heun, Euler ancestral: exactness on Gaussian data, NFE, parity.
 
 For data N(μ, s²) the denoiser is known in closed form at every σ, and so is the probability-flow
 ODE's solution: in σ-space x(σ) − μ ∝ √(s² + σ²). Every sampler here, and DDIM, ends with the same
@@ -22,7 +22,11 @@ from diffusers import (
 from diffusers.utils.torch_utils import randn_tensor
 
 from ddpm.diffusion.samplers import ddim_sample, per_sample_noise, sample_seeds, timesteps
-from ddpm.diffusion.samplers.dpm_solver import dpm_solver_pp_sample, dpm_solver_pp_update
+from ddpm.diffusion.samplers.dpm_solver import (
+    dpm_solver_pp_sample,
+    dpm_solver_pp_sde_sample,
+    dpm_solver_pp_update,
+)
 from ddpm.diffusion.samplers.karras import euler_ancestral_sample, euler_sample, heun_sample
 from ddpm.diffusion.samplers.sigmas import (
     karras_sigmas,
@@ -37,7 +41,8 @@ T = 1000
 MEAN, STD = 0.5, 0.3
 PREDICTIONS = {"eps": "epsilon", "x0": "sample", "v": "v_prediction"}
 DETERMINISTIC = {"dpm++2m": dpm_solver_pp_sample, "euler": euler_sample, "heun": heun_sample}
-ALL_SAMPLERS = {**DETERMINISTIC, "euler_ancestral": euler_ancestral_sample}
+STOCHASTIC = {"euler_ancestral": euler_ancestral_sample, "dpm++2m_sde": dpm_solver_pp_sde_sample}
+ALL_SAMPLERS = {**DETERMINISTIC, **STOCHASTIC}
 # diffusers turns our float64 ᾱ tensor into NumPy with np.array(tensor), which NumPy 2 warns about.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
@@ -159,7 +164,7 @@ def test_dpm_solver_first_steps_are_ddim(schedule):
 
 
 @pytest.mark.parametrize(("name", "expected_nfe"), [("dpm++2m", 7), ("euler", 7), ("heun", 13),
-                                                    ("euler_ancestral", 7)])  # fmt: skip
+                                                    ("euler_ancestral", 7), ("dpm++2m_sde", 7)])  # fmt: skip
 def test_nfe_callbacks_and_trajectories(schedule, name, expected_nfe):
     model = ContinuousGaussianDenoiser(schedule, MEAN, STD)
     seen = []
@@ -183,16 +188,24 @@ def test_heun_with_one_step_is_one_euler_step(schedule):
     assert torch.equal(heun.samples, euler.samples)
 
 
-def test_euler_ancestral_image_i_does_not_depend_on_the_batch(schedule):
-    model = ContinuousGaussianDenoiser(schedule, MEAN, STD)
+@pytest.mark.parametrize("name", STOCHASTIC)
+def test_stochastic_image_i_does_not_depend_on_the_batch(schedule, name):
+    model, sampler = ContinuousGaussianDenoiser(schedule, MEAN, STD), STOCHASTIC[name]
     seeds = sample_seeds(7, 3)
-    batch = euler_ancestral_sample(model, schedule, (3, 5), steps=6, seeds=seeds).samples
-    alone = torch.cat(
-        [euler_ancestral_sample(model, schedule, (1, 5), steps=6, seeds=[s]).samples for s in seeds]
-    )
+    batch = sampler(model, schedule, (3, 5), steps=6, seeds=seeds).samples
+    alone = torch.cat([sampler(model, schedule, (1, 5), steps=6, seeds=[s]).samples for s in seeds])
     torch.testing.assert_close(batch, alone, rtol=0, atol=1e-6)
-    again = euler_ancestral_sample(model, schedule, (3, 5), steps=6, seeds=sample_seeds(8, 3)).samples
+    again = sampler(model, schedule, (3, 5), steps=6, seeds=sample_seeds(8, 3)).samples
     assert not torch.allclose(batch, again)
+
+
+def test_dpm_solver_sde_with_eta_zero_is_the_ode_solver(schedule):
+    model = ContinuousGaussianDenoiser(schedule, MEAN, STD)
+    ode = dpm_solver_pp_sample(model, schedule, (4, 3), steps=9)
+    same = dpm_solver_pp_sde_sample(model, schedule, (4, 3), steps=9, eta=0.0)
+    assert torch.equal(same.samples, ode.samples)
+    sde = dpm_solver_pp_sde_sample(model, schedule, (4, 3), steps=9)
+    assert not torch.allclose(sde.samples, ode.samples)
 
 
 # --- The σ grid ----------------------------------------------------------------------------------------
@@ -279,6 +292,31 @@ def test_dpm_solver_run_matches_diffusers(schedule, parameterization, spacing):
     for mine, expected in zip(ours, theirs, strict=True):
         _assert_close(mine, expected)
     _assert_close(result.samples, x)
+
+
+@pytest.mark.parametrize("parameterization", ["eps", "x0", "v"])
+@pytest.mark.parametrize("spacing", ["trailing", "karras"])
+def test_dpm_solver_sde_run_matches_diffusers_with_per_sample_generators(schedule, parameterization, spacing):
+    scheduler = _scheduler(
+        DPMSolverMultistepScheduler, schedule, parameterization, algorithm_type="sde-dpmsolver++",
+        solver_order=2, lower_order_final=True, final_sigmas_type="zero",
+        use_karras_sigmas=spacing == "karras",
+    )  # fmt: skip
+    steps = 12
+    if spacing == "karras":
+        scheduler.set_timesteps(steps)
+        model = time_free_model  # diffusers calls the net at round(t(σ)), we at t(σ)
+    else:
+        scheduler.set_timesteps(timesteps=timesteps(T, steps, spacing).tolist())
+        model = toy_model
+    seeds = sample_seeds(12, 3)
+    generators = [torch.Generator().manual_seed(s) for s in seeds]
+    x = randn_tensor((3, 2, 4), generator=generators)  # the generators then draw each step's noise
+    for t in scheduler.timesteps:
+        x = scheduler.step(model(x, t.expand(len(seeds))), t, x, generator=generators).prev_sample
+    ours = dpm_solver_pp_sde_sample(model, schedule, (3, 2, 4), parameterization=parameterization,
+                                    steps=steps, spacing=spacing, seeds=seeds)  # fmt: skip
+    _assert_close(ours.samples, x)
 
 
 def test_dpm_solver_clipping_matches_diffusers_thresholding_at_one(schedule):
@@ -376,6 +414,14 @@ def test_bad_karras_grids_are_refused():
         karras_sigmas(1.0, 0.5, 4)
     with pytest.raises(ValueError, match=r"karras spacing needs a schedule with T ≥ 2 noise levels, got T=1"):
         sampling_sigmas(make_schedule("linear", 1), 1, "karras")
+
+
+@pytest.mark.parametrize("eta", [-0.5, 1.5])
+def test_bad_dpm_solver_eta_is_refused(schedule, eta):
+    with pytest.raises(ValueError, match=rf"eta={eta} is invalid; DPM-Solver\+\+ needs 0 ≤ eta ≤ 1"):
+        dpm_solver_pp_sample(toy_model, schedule, (1, 2), steps=3, eta=eta)
+    with pytest.raises(ValueError, match=rf"eta={eta} is invalid"):
+        dpm_solver_pp_update(torch.zeros(1, 2), torch.zeros(1, 2), 2.0, 1.0, eta=eta)
 
 
 def test_second_order_update_without_the_previous_sigma_is_refused():

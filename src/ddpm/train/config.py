@@ -98,7 +98,8 @@ class RunConfig:
     checkpoint_every: int = 5000  # steps between checkpoints; 0 → only at the end
     keep_last: int = 2  # checkpoints kept on disk (the newest)
     preview_images: int = 64  # images in each preview grid
-    preview_sampler: Literal["ddpm", "ddim", "dpm++2m", "euler", "heun", "euler_a"] = "ddim"  # also for eval
+    # sampler for previews, the final grid and evaluation
+    preview_sampler: Literal["ddpm", "ddim", "dpm++2m", "dpm++2m_sde", "euler", "heun", "euler_a"] = "ddim"
     preview_steps: int = 100  # sampler steps for previews
     num_threads: int = 0  # torch CPU threads; 0 → torch's default
     eval_every: int = 0  # steps between sample-quality evaluations (eval.jsonl, best checkpoint); 0 → off

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from ddpm.diffusion.samplers.ancestral import VARIANCES, ancestral_sample, ancestral_step
 from ddpm.diffusion.samplers.ddim import ddim_sample, ddim_step
-from ddpm.diffusion.samplers.dpm_solver import dpm_solver_pp_sample
+from ddpm.diffusion.samplers.dpm_solver import dpm_solver_pp_sample, dpm_solver_pp_sde_sample
 from ddpm.diffusion.samplers.karras import euler_ancestral_sample, euler_sample, heun_sample
 from ddpm.diffusion.samplers.noise import PerSampleGenerators, per_sample_noise, sample_seeds
 from ddpm.diffusion.samplers.result import SampleResult, TrajectoryStep
@@ -19,6 +19,7 @@ SAMPLERS: dict[str, Callable[..., SampleResult]] = {
     "ddpm": ancestral_sample,  # DDPM Algorithm 2
     "ddim": ddim_sample,  # Song et al. 2021, eq. 12
     "dpm++2m": dpm_solver_pp_sample,  # Lu et al. 2022b, multistep second order
+    "dpm++2m_sde": dpm_solver_pp_sde_sample,  # Lu et al. 2022b, its SDE variant (App. B)
     "euler": euler_sample,  # Karras et al. 2022, Algorithm 1 (deterministic)
     "heun": heun_sample,  # Karras et al. 2022, Algorithm 1 with the 2nd-order correction
     "euler_a": euler_ancestral_sample,  # Euler with ancestral noise (k-diffusion)
@@ -38,6 +39,7 @@ __all__ = [
     "ddim_sample",
     "ddim_step",
     "dpm_solver_pp_sample",
+    "dpm_solver_pp_sde_sample",
     "euler_ancestral_sample",
     "euler_sample",
     "heun_sample",
