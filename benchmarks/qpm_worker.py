@@ -9,7 +9,8 @@ Each peer is trained as its own example or Trainer trains it, on our preset's ne
 - diffusers: ``UNet2DModel`` (our U-Net's exact architecture, channels_last) + ``DDPMScheduler``
   (linear β, ε), AdamW(1e-4, β=(0.95, 0.999), wd 1e-6), 500 warm-up steps, grad clip 1, EMAModel
   (power 3/4), batch 16: the defaults of examples/unconditional_image_generation/train_unconditional.py.
-  Sampled with ``DDIMScheduler`` (η = 0) at the given NFE.
+  Sampled at the given NFE with ``DPMSolverMultistepScheduler(algorithm_type="sde-dpmsolver++")`` on
+  the Karras grid, the algorithm of our presets' sampler (``--diffusers-sampler ddim``: its DDIM, η = 0).
 - lucid: ``Unet`` (nearest config: same widths and levels, full attention where ours attends) +
   ``GaussianDiffusion`` defaults (v-objective, sigmoid β), Adam(1e-4, β=(0.9, 0.99)), grad clip 1,
   EMA 0.995 every 10 steps, batch 16: the defaults of its Trainer. Sampled with its DDIM at the NFE.
@@ -84,7 +85,7 @@ def train_with_marks(step, sample, budgets: list[float], report) -> None:
 
 
 def run_diffusers(args, data: np.ndarray, report) -> None:
-    from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
+    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
     from diffusers.optimization import get_scheduler
     from diffusers.training_utils import EMAModel
 
@@ -122,16 +123,25 @@ def run_diffusers(args, data: np.ndarray, report) -> None:
         ema.store(model.parameters())
         ema.copy_to(model.parameters())
         model.eval()
-        scheduler = DDIMScheduler.from_config(noise_scheduler.config)
-        scheduler.set_timesteps(args.nfe)
+        if args.diffusers_sampler == "ddim":
+            scheduler = DDIMScheduler.from_config(noise_scheduler.config)
+        else:
+            scheduler = DPMSolverMultistepScheduler.from_config(
+                noise_scheduler.config, algorithm_type="sde-dpmsolver++", solver_order=2,
+                use_karras_sigmas=True, final_sigmas_type="zero", lower_order_final=True,
+                thresholding=True, sample_max_value=1.0,  # x̂₀ clipped to [−1, 1], as ours and its DDIM
+            )  # fmt: skip
         out = []
         generator = torch.Generator().manual_seed(args.seed)
         with torch.inference_mode():
             for start in range(0, args.n, args.sample_batch):
                 count = min(args.sample_batch, args.n - start)
+                scheduler.set_timesteps(args.nfe)  # also resets the multistep solver's history
                 x = torch.randn(count, data.shape[3], data.shape[1], data.shape[2], generator=generator)
+                x = x * scheduler.init_noise_sigma
                 for t in scheduler.timesteps:
-                    x = scheduler.step(model(x, t).sample, t, x, eta=0.0).prev_sample
+                    output = model(scheduler.scale_model_input(x, t), t).sample
+                    x = scheduler.step(output, t, x, generator=generator).prev_sample
                 out.append(to_uint8(x))
         ema.restore(model.parameters())
         return np.concatenate(out)
@@ -219,6 +229,7 @@ def main() -> None:
     parser.add_argument("--sample-batch", type=int, default=250)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--diffusers-sampler", choices=("sde-dpm++", "ddim"), default="sde-dpm++")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     args.budgets = [float(value) for value in args.budgets.split(",")]

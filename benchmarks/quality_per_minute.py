@@ -47,7 +47,7 @@ def contender_command(name: str, args: argparse.Namespace, train_npy: Path) -> l
         str(PYTHONS[name]), str(WORKER), "--contender", name, "--preset", preset_for_data(args.data),
         "--data", args.data, "--train-npy", str(train_npy), "--budgets", args.budgets,
         "--nfe", str(args.nfe), "--threads", str(args.threads), "--out", str(args.out),
-        "--n", str(args.n * args.sets),
+        "--n", str(args.n * args.sets), "--diffusers-sampler", args.diffusers_sampler,
     ]  # fmt: skip
 
 
@@ -134,6 +134,10 @@ def main() -> None:
     parser.add_argument("--nfe", type=int, default=50)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--contenders", default="ours,diffusers,lucid")
+    parser.add_argument(
+        "--diffusers-sampler", choices=("sde-dpm++", "ddim"), default="sde-dpm++",
+        help="the diffusers contender's sampler (default: the algorithm of our presets' sampler)",
+    )  # fmt: skip
     parser.add_argument(
         "--parallel", type=int, default=1, help="contenders run at once (each with --threads threads)"
     )

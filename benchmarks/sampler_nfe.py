@@ -7,7 +7,7 @@ its step count is chosen to land on the budget; budgets it cannot hit exactly us
 Prints a markdown table, writes JSON and a plot of FD against NFE.
 
     python benchmarks/sampler_nfe.py RUN_DIR --n 500 --nfe 10,20,50,100,250,1000 \
-        --samplers ddpm,ddim,dpm++2m,euler,heun --out /tmp/sampler_nfe
+        --samplers ddpm,ddim,dpm++2m,dpm++2m_sde,euler,heun,euler_a --out /tmp/sampler_nfe
 """
 
 from __future__ import annotations
@@ -36,10 +36,17 @@ def main() -> None:
     parser.add_argument("run", type=Path)
     parser.add_argument("--n", type=int, default=500)
     parser.add_argument("--nfe", default="10,20,50,100,250,1000")
-    parser.add_argument("--samplers", default="ddpm,ddim,dpm++2m,euler,heun")
+    parser.add_argument("--samplers", default="ddpm,ddim,dpm++2m,dpm++2m_sde,euler,heun,euler_a")
     parser.add_argument("--max-nfe", default="", help="per-sampler caps, e.g. euler=250,heun=250")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("/tmp/sampler_nfe"))
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="earlier results.json files for the table and plot",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -66,22 +73,39 @@ def main() -> None:
             summary = {"run": str(args.run), "n": args.n, "rows": rows}
             (args.out / "results.json").write_text(json.dumps(summary))
 
+    for earlier in args.merge:  # rows of earlier runs on the same model and seeds join the table and plot
+        rows += [row for row in json.loads(earlier.read_text())["rows"] if row not in rows]
     print(f"\n{args.run} (step {model.step}), n = {args.n}, seed 0\n")
-    print("| sampler | " + " | ".join(f"NFE {v}" for v in args.nfe.split(",")) + " |")
-    print("|---|" + "---|" * len(args.nfe.split(",")))
-    for sampler in args.samplers.split(","):
-        cells = {r["nfe_budget"]: r for r in rows if r["sampler"] == sampler}
-        print(
-            f"| {sampler} | "
-            + " | ".join(
-                f"{cells[int(v)]['fd']:.3f}" if int(v) in cells else "—" for v in args.nfe.split(",")
-            )
-            + " |"
-        )
-    curves = {s: {r["nfe"]: r["fd"] for r in rows if r["sampler"] == s} for s in args.samplers.split(",")}
-    fig = plot_quality_vs_steps(curves, metric="FD_classifier (lower is better)")
-    fig.axes[0].set_xlabel("network evaluations (NFE)")
+    print_table(rows)
+    fig = plot_fd_vs_nfe(rows)
     print(save_figure(fig, args.out / "fd_vs_nfe.png"))
+
+
+def print_table(rows: list[dict]) -> None:
+    """Markdown: one row per sampler, FD (confident share) per NFE budget."""
+    budgets = sorted({r["nfe_budget"] for r in rows})
+    samplers = list(dict.fromkeys(r["sampler"] for r in rows))
+    print("| sampler | " + " | ".join(f"NFE {v}" for v in budgets) + " |")
+    print("|---|" + "---|" * len(budgets))
+    for sampler in samplers:
+        cells = {r["nfe_budget"]: r for r in rows if r["sampler"] == sampler}
+        text = [f"{cells[v]['fd']:.2f} ({cells[v]['confident']:.2f})" if v in cells else "—" for v in budgets]
+        print(f"| {sampler} | " + " | ".join(text) + " |")
+
+
+def plot_fd_vs_nfe(rows: list[dict]):
+    """FD against NFE per sampler (log-log), with the line 1.1 × the 1,000-step ancestral FD."""
+    samplers = list(dict.fromkeys(r["sampler"] for r in rows))
+    curves = {s: {r["nfe"]: r["fd"] for r in rows if r["sampler"] == s} for s in samplers}
+    fig = plot_quality_vs_steps(curves, metric="FD_classifier (lower is better)")
+    ax = fig.axes[0]
+    ax.set_xlabel("network evaluations (NFE)")
+    ax.set_yscale("log")
+    reference = curves.get("ddpm", {}).get(1000)
+    if reference is not None:
+        ax.axhline(1.1 * reference, color="grey", linestyle="--", linewidth=1)
+        ax.text(10, 1.13 * reference, "1.1 × ancestral, 1,000 steps", fontsize=8, color="grey")
+    return fig
 
 
 if __name__ == "__main__":

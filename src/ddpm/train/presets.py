@@ -29,8 +29,9 @@ def _digits() -> TrainConfig:
 
     Tuned for quality per CPU-minute: no dropout (it only slows a run of a few thousand steps),
     constant lr 1e-3 after a short warm-up (as good as a 2e-3 cosine at 2,000 steps, and a run stopped
-    by --time keeps its quality), EMA 0.999 with warm-up, previews and evaluation with DPM-Solver++(2M)
-    at 20 steps (lower FD than DDIM at 50).
+    by --time keeps its quality), EMA 0.999 with warm-up, previews and evaluation with
+    SDE-DPM-Solver++(2M) at 20 steps (lower FD and more confident digits than the ODE solver at 20 or
+    DDIM at 50).
     """
     return TrainConfig(
         data=DataConfig(spec="digits"),
@@ -38,7 +39,7 @@ def _digits() -> TrainConfig:
         diffusion=DiffusionConfig(schedule="linear", num_steps=1000),
         optim=OptimConfig(lr=1e-3, warmup_steps=200, ema_decay=0.999),
         run=RunConfig(steps=1500, batch_size=128, log_every=50, sample_every=500, checkpoint_every=500,
-                      preview_images=100, preview_sampler="dpm++2m", preview_steps=20),
+                      preview_images=100, preview_sampler="dpm++2m_sde", preview_steps=20),
     )  # fmt: skip
 
 
@@ -47,7 +48,7 @@ def _mnist() -> TrainConfig:
 
     The 1.1M-parameter "mnist" U-Net at base 16 channels (0.28M): at a fixed wall budget it reaches
     2.5× the steps of base 32 and a lower FD; no dropout; lr 2e-3 (lower FD than 1e-3 at 5 minutes);
-    DPM-Solver++(2M) 20 steps for previews and evaluation.
+    SDE-DPM-Solver++(2M) 20 steps for previews and evaluation (FD 3.0 against 4.9 for the ODE solver).
     """
     return TrainConfig(
         data=DataConfig(spec="mnist"),
@@ -55,7 +56,7 @@ def _mnist() -> TrainConfig:
         diffusion=DiffusionConfig(schedule="linear", num_steps=1000),
         optim=OptimConfig(lr=2e-3, warmup_steps=200, ema_decay=0.999),
         run=RunConfig(steps=4000, batch_size=64, log_every=50, sample_every=1000, checkpoint_every=1000,
-                      preview_images=100, preview_sampler="dpm++2m", preview_steps=20),
+                      preview_images=100, preview_sampler="dpm++2m_sde", preview_steps=20),
     )  # fmt: skip
 
 
