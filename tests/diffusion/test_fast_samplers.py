@@ -264,20 +264,25 @@ def _scheduler(cls, schedule, parameterization: str, **config):
     return scheduler
 
 
+def _dpm_solver_scheduler(schedule, parameterization: str, spacing: str, algorithm: str, steps: int):
+    """diffusers' DPM-Solver++(2M) set to our grid, and the model to run it with: with karras σ
+    diffusers calls the net at round(t(σ)) and we at t(σ), so that model ignores t."""
+    scheduler = _scheduler(
+        DPMSolverMultistepScheduler, schedule, parameterization, algorithm_type=algorithm, solver_order=2,
+        lower_order_final=True, final_sigmas_type="zero", use_karras_sigmas=spacing == "karras",
+    )  # fmt: skip
+    if spacing == "karras":
+        scheduler.set_timesteps(steps)
+        return scheduler, time_free_model
+    scheduler.set_timesteps(timesteps=timesteps(T, steps, spacing).tolist())
+    return scheduler, toy_model
+
+
 @pytest.mark.parametrize("parameterization", ["eps", "x0", "v"])
 @pytest.mark.parametrize("spacing", ["uniform", "trailing", "quadratic", "karras"])
 def test_dpm_solver_run_matches_diffusers(schedule, parameterization, spacing):
-    scheduler = _scheduler(
-        DPMSolverMultistepScheduler, schedule, parameterization, algorithm_type="dpmsolver++", solver_order=2,
-        lower_order_final=True, final_sigmas_type="zero", use_karras_sigmas=spacing == "karras",
-    )  # fmt: skip
     steps = 12
-    if spacing == "karras":
-        scheduler.set_timesteps(steps)
-        model = time_free_model  # diffusers calls the net at round(t(σ)), we at t(σ)
-    else:
-        scheduler.set_timesteps(timesteps=timesteps(T, steps, spacing).tolist())
-        model = toy_model
+    scheduler, model = _dpm_solver_scheduler(schedule, parameterization, spacing, "dpmsolver++", steps)
     seeds = sample_seeds(2, 3)
     x = _start(seeds, (2, 4))
     theirs = []
@@ -297,18 +302,8 @@ def test_dpm_solver_run_matches_diffusers(schedule, parameterization, spacing):
 @pytest.mark.parametrize("parameterization", ["eps", "x0", "v"])
 @pytest.mark.parametrize("spacing", ["trailing", "karras"])
 def test_dpm_solver_sde_run_matches_diffusers_with_per_sample_generators(schedule, parameterization, spacing):
-    scheduler = _scheduler(
-        DPMSolverMultistepScheduler, schedule, parameterization, algorithm_type="sde-dpmsolver++",
-        solver_order=2, lower_order_final=True, final_sigmas_type="zero",
-        use_karras_sigmas=spacing == "karras",
-    )  # fmt: skip
     steps = 12
-    if spacing == "karras":
-        scheduler.set_timesteps(steps)
-        model = time_free_model  # diffusers calls the net at round(t(σ)), we at t(σ)
-    else:
-        scheduler.set_timesteps(timesteps=timesteps(T, steps, spacing).tolist())
-        model = toy_model
+    scheduler, model = _dpm_solver_scheduler(schedule, parameterization, spacing, "sde-dpmsolver++", steps)
     seeds = sample_seeds(12, 3)
     generators = [torch.Generator().manual_seed(s) for s in seeds]
     x = randn_tensor((3, 2, 4), generator=generators)  # the generators then draw each step's noise
