@@ -32,7 +32,7 @@ from common import LUCID_PYTHON, machine_facts, mean_over_sets
 from PIL import Image, ImageDraw
 
 from ddpm.data import load_dataset
-from ddpm.eval.evaluate import evaluate, real_floor
+from ddpm.eval.evaluate import prepare, real_floor, score
 from ddpm.eval.samples import load_samples_npz
 from ddpm.train.presets import preset_for_data
 from ddpm.viz.grid import make_grid, to_pil
@@ -70,13 +70,12 @@ def run_contenders(names: list[str], args: argparse.Namespace, train_npy: Path) 
 
 
 def score_rows(rows: list[dict], data: str, n: int) -> None:
-    """Score each contender's samples in sets of n (mean and std over the sets, common.mean_over_sets)."""
+    """Score each contender's samples in sets of n (mean and std over the sets, common.mean_over_sets);
+    the classifier and the reference features are prepared once for all rows and sets."""
+    evaluation = prepare(data, n, metrics=METRICS, progress=False)
     for row in rows:
         samples, _ = load_samples_npz(row["samples"])
-        sets = [
-            evaluate(samples[start : start + n], data, n=n, metrics=METRICS, progress=False)
-            for start in range(0, len(samples) - n + 1, n)
-        ]
+        sets = [score(evaluation, samples[start : start + n]) for start in range(0, len(samples) - n + 1, n)]
         summary = mean_over_sets(sets)
         summary["coverage"] = summary.pop("class_coverage")
         row.update(summary)
