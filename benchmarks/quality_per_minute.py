@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -32,7 +31,8 @@ from common import LUCID_PYTHON, machine_facts, mean_over_sets
 from PIL import Image, ImageDraw
 
 from ddpm.data import load_dataset
-from ddpm.eval.evaluate import prepare, real_floor, score
+from ddpm.eval.evaluate import Evaluation, prepare, score
+from ddpm.eval.reference import subset_index
 from ddpm.eval.samples import load_samples_npz
 from ddpm.train.presets import preset_for_data
 from ddpm.viz.grid import make_grid, to_pil
@@ -69,10 +69,8 @@ def run_contenders(names: list[str], args: argparse.Namespace, train_npy: Path) 
     return rows
 
 
-def score_rows(rows: list[dict], data: str, n: int) -> None:
-    """Score each contender's samples in sets of n (mean and std over the sets, common.mean_over_sets);
-    the classifier and the reference features are prepared once for all rows and sets."""
-    evaluation = prepare(data, n, metrics=METRICS, progress=False)
+def score_rows(rows: list[dict], evaluation: Evaluation, n: int) -> None:
+    """Score each contender's samples in sets of n (mean and std over the sets, common.mean_over_sets)."""
     for row in rows:
         samples, _ = load_samples_npz(row["samples"])
         sets = [score(evaluation, samples[start : start + n]) for start in range(0, len(samples) - n + 1, n)]
@@ -153,13 +151,14 @@ def main() -> None:
     np.save(train_npy, train.data.permute(0, 2, 3, 1).contiguous().numpy())
     rows = run_contenders(contenders, args, train_npy)
     torch.set_num_threads(args.threads)
-    score_rows(rows, args.data, args.n)
-    floors = [
-        real_floor(args.data, args.n, metrics=METRICS, seed=seed, progress=False) for seed in range(args.sets)
-    ]
-    floor = {key: statistics.mean(f[key] for f in floors) for key in floors[0]}
-    # the floor is as noisy as a model's FD: average it over as many subsets as the models' sample sets
-    floor["fd_std"] = statistics.stdev(f["fd_classifier"] for f in floors) if len(floors) > 1 else 0.0
+    # the classifier and the reference features are prepared once for every row, set and floor subset
+    evaluation = prepare(args.data, args.n, metrics=METRICS, progress=False)
+    score_rows(rows, evaluation, args.n)
+    # the floor (ddpm.eval.evaluate.real_floor: n train images scored against the test split) is as noisy
+    # as a model's FD, so it is averaged over as many train subsets as the models' sample sets
+    floor = mean_over_sets([
+        score(evaluation, train.batch(subset_index(len(train), args.n, seed))) for seed in range(args.sets)
+    ])  # fmt: skip
     result = {"machine": machine_facts(), "args": {k: str(v) for k, v in vars(args).items()},
               "floor": floor, "rows": rows}  # fmt: skip
     (args.out / "results.json").write_text(json.dumps(result, indent=1))
@@ -174,19 +173,15 @@ def main() -> None:
     for row in rows:
         print(
             f"| {row['contender']} | {row['budget_s'] / 60:g} min | {row['steps']} | {row['img_per_s']} | "
-            f"{row['fd']:.3f} ± {row['fd_std']:.3f} | {row['fd'] / floor['fd_classifier']:.2f} | "
+            f"{row['fd']:.3f} ± {row['fd_std']:.3f} | {row['fd'] / floor['fd']:.2f} | "
             f"{row['confident']:.2f} | {row['coverage'] * 10:.0f} | "
             f"{row['sample_s']} |"
         )
     print(f"| real train vs test (floor, {args.sets} subsets) | — | — | — | "
-          f"{floor['fd_classifier']:.3f} ± {floor['fd_std']:.3f} | 1 | {floor['confidence']:.2f} | "
+          f"{floor['fd']:.3f} ± {floor['fd_std']:.3f} | 1 | {floor['confident']:.2f} | "
           f"{floor['class_coverage'] * 10:.0f} | — |")  # fmt: skip
     print(save_side_by_side(rows, contenders, args.out))
-    print(
-        plot_fd(
-            rows, contenders, floor["fd_classifier"], args.out, f"{args.data}: n={args.n}, NFE {args.nfe}"
-        )
-    )
+    print(plot_fd(rows, contenders, floor["fd"], args.out, f"{args.data}: n={args.n}, NFE {args.nfe}"))
 
 
 if __name__ == "__main__":
