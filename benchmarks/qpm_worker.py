@@ -185,10 +185,15 @@ def run_ours(args, data: np.ndarray, report) -> None:
     import dataclasses
 
     from ddpm.pipeline import load
+    from ddpm.train.config import config_from_dict, config_to_dict
+    from ddpm.train.configio import apply_override, parse_override
     from ddpm.train.presets import get_preset, with_data
     from ddpm.train.run import train
 
-    config = with_data(get_preset(args.preset), args.data)
+    settings = config_to_dict(with_data(get_preset(args.preset), args.data))
+    for assignment in args.set:  # --ours-set of quality_per_minute.py: a preset variant
+        apply_override(settings, *parse_override(assignment))
+    config = config_from_dict(settings)
     run_dir = Path(args.out) / f"ours_{args.preset}_run"
     spent, steps = 0.0, 0
     for index, mark in enumerate(args.budgets):
@@ -208,8 +213,7 @@ def run_ours(args, data: np.ndarray, report) -> None:
         model = load(run_dir)
         images = model.sample(
             args.n,
-            sampler=config.run.preview_sampler,
-            steps=args.nfe,
+            **{**config.run.preview_options(), "steps": args.nfe},
             seed=args.seed,
             batch_size=args.sample_batch,
         )
@@ -230,6 +234,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--diffusers-sampler", choices=("sde-dpm++", "ddim"), default="sde-dpm++")
+    parser.add_argument("--set", action="append", default=[], help="override of ours' preset (KEY=VALUE)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     args.budgets = [float(value) for value in args.budgets.split(",")]

@@ -11,6 +11,7 @@ FD_classifier, fraction labelled with confidence ≥ 0.9, class coverage. Prints
     python benchmarks/quality_per_minute.py --data digits --budgets 60,120,300 --n 297 --nfe 50
     python benchmarks/quality_per_minute.py --data mnist:../shared/data/mnist \
         --budgets 120,300,600,900 --n 500 --nfe 20
+    python benchmarks/quality_per_minute.py --contenders ours --ours-set "model.attention_resolutions=[]"
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ def contender_command(name: str, args: argparse.Namespace, train_npy: Path) -> l
         "--data", args.data, "--train-npy", str(train_npy), "--budgets", args.budgets,
         "--nfe", str(args.nfe), "--threads", str(args.threads), "--out", str(args.out),
         "--n", str(args.n * args.sets), "--diffusers-sampler", args.diffusers_sampler,
+        "--seed", str(args.seed),
+        *(option for assignment in args.ours_set for option in ("--set", assignment)),
     ]  # fmt: skip
 
 
@@ -134,6 +137,11 @@ def main() -> None:
     parser.add_argument(
         "--diffusers-sampler", choices=("sde-dpm++", "ddim"), default="sde-dpm++",
         help="the diffusers contender's sampler (default: the algorithm of our presets' sampler)",
+    )  # fmt: skip
+    parser.add_argument("--seed", type=int, default=0, help="training and sampling seed of every contender")
+    parser.add_argument(
+        "--ours-set", action="append", default=[], metavar="KEY=VALUE",
+        help="override of ours' preset, as `ddpm train --set` (repeatable): to measure a preset variant",
     )  # fmt: skip
     parser.add_argument(
         "--parallel", type=int, default=1, help="contenders run at once (each with --threads threads)"

@@ -110,8 +110,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
             raise UsageError("--gif cannot be combined with --class; draw the animation without it")
         written = sample_classes_to_files(
             args.path, classes=args.classes, guidance=args.guidance, n=args.n, sampler=args.sampler,
-            steps=args.steps, eta=args.eta, seed=args.seed, batch_size=args.batch_size, out=args.out,
-            weights=args.weights, device=args.device,
+            steps=args.steps, eta=args.eta, spacing=args.spacing, seed=args.seed, batch_size=args.batch_size,
+            out=args.out, weights=args.weights, device=args.device,
         )  # fmt: skip
         for path in written:
             print(path)
@@ -122,6 +122,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         sampler=args.sampler,
         steps=args.steps,
         eta=args.eta,
+        spacing=args.spacing,
         seed=args.seed,
         batch_size=args.batch_size,
         out=args.out,
@@ -289,6 +290,11 @@ def make_parser() -> argparse.ArgumentParser:
     )
     sample.add_argument(
         "--eta", type=float, default=0.0, help="DDIM η: 0 deterministic, 1 ancestral variance"
+    )
+    sample.add_argument(
+        "--spacing",
+        help="timesteps visited: uniform, trailing, quadratic, or karras (not ddpm/ddim); default: the "
+        "sampler's own (karras for the σ samplers, else uniform); the digits preset evaluates with trailing",
     )
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--batch-size", type=int, default=256)

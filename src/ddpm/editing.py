@@ -28,6 +28,7 @@ from ddpm.diffusion.inpaint import repaint
 from ddpm.diffusion.inversion import ddim_invert, slerp
 from ddpm.diffusion.samplers import SAMPLERS, per_sample_noise, sample_seeds
 from ddpm.pipeline import DiffusionModel, load, to_uint8
+from ddpm.sampling_cli import sampler_options
 from ddpm.viz.figures import save_figure
 from ddpm.viz.process import image_table, table_figure
 
@@ -460,6 +461,7 @@ def sample_classes_to_files(
     sampler: str = "ddim",
     steps: int | None = None,
     eta: float = 0.0,
+    spacing: str | None = None,
     seed: int = 0,
     batch_size: int = 256,
     out: str | Path = "samples.png",
@@ -469,9 +471,7 @@ def sample_classes_to_files(
     """`ddpm sample --class K|all --guidance S`: ``n`` images per class; .png grid (a row per class) or
     .npz with ``images`` (uint8 N×H×W×C) and ``labels`` (int64 N)."""
     out = _check_out(out, (".png", ".npz"))
-    if eta and sampler != "ddim":
-        raise ValueError(f"--eta applies to the ddim sampler only, not {sampler!r}")
-    options = {"eta": eta} if sampler == "ddim" else {}
+    options = sampler_options(sampler, eta, spacing)
     model = _load(path, weights, device)
     images, labels = sample_classes(
         model, classes, guidance=guidance, n_per_class=n, seed=seed, sampler=sampler, steps=steps,

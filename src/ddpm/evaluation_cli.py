@@ -59,8 +59,7 @@ class TrainingEvaluator:
         labels = None if model.num_classes is None else torch.arange(self.n) % model.num_classes
         samples = model.sample(
             self.n,
-            sampler=config.run.preview_sampler,
-            steps=config.run.preview_steps,
+            **config.run.preview_options(),
             seed=10_000,
             labels=labels,
         )

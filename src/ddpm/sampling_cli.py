@@ -7,10 +7,28 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ddpm.diffusion.samplers import SIGMA_SPACINGS
 from ddpm.pipeline import load, to_uint8
 from ddpm.train.loop import resolve_device
 
 OUTPUT_SUFFIXES = (".png", ".npz")
+TIMESTEP_SAMPLERS = ("ddpm", "ddim")  # they visit integer timesteps: no Karras σ grid
+
+
+def sampler_options(sampler: str, eta: float = 0.0, spacing: str | None = None) -> dict:
+    """The ``--eta`` and ``--spacing`` of `ddpm sample` as sampler keyword arguments, checked."""
+    if not 0.0 <= eta <= 1.0:
+        raise ValueError(f"--eta {eta} is outside [0, 1]")
+    if eta and sampler != "ddim":
+        raise ValueError(f"--eta applies to the ddim sampler only, not {sampler!r}")
+    options: dict = {"eta": eta} if sampler == "ddim" else {}
+    if spacing is None:
+        return options
+    allowed = [s for s in SIGMA_SPACINGS if s != "karras" or sampler not in TIMESTEP_SAMPLERS]
+    if spacing not in allowed:
+        choices = ", ".join(allowed)
+        raise ValueError(f"--spacing {spacing!r} is not allowed for the {sampler} sampler; choose {choices}")
+    return {**options, "spacing": spacing}
 
 
 def sample_to_files(
@@ -20,6 +38,7 @@ def sample_to_files(
     sampler: str = "ddim",
     steps: int | None = None,
     eta: float = 0.0,
+    spacing: str | None = None,
     seed: int = 0,
     batch_size: int = 256,
     out: str | Path = "samples.png",
@@ -33,11 +52,7 @@ def sample_to_files(
         raise ValueError(f"--out {str(out)!r} must end in .png or .npz")
     if gif is not None and Path(gif).suffix.lower() != ".gif":
         raise ValueError(f"--gif {str(gif)!r} must end in .gif")
-    if not 0.0 <= eta <= 1.0:
-        raise ValueError(f"--eta {eta} is outside [0, 1]")
-    options: dict = {"eta": eta} if sampler == "ddim" else {}
-    if eta and sampler != "ddim":
-        raise ValueError(f"--eta applies to the ddim sampler only, not {sampler!r}")
+    options = sampler_options(sampler, eta, spacing)
     model = load(path, weights=weights, device=resolve_device(device))
     if gif is not None:
         options["trajectory_steps"] = "all"

@@ -81,3 +81,41 @@ def test_every_command_has_help(capsys):
             main([command, "--help"])
         assert exit_info.value.code == 0
         assert "usage: ddpm " + command in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--sampler", "ddim", "--spacing", "karras"],
+         r"--spacing 'karras' is not allowed for the ddim sampler; choose uniform, trailing, quadratic$"),
+        (["--sampler", "dpm++2m_sde", "--spacing", "log"],
+         r"--spacing 'log' is not allowed for the dpm\+\+2m_sde sampler; "
+         r"choose uniform, trailing, quadratic, karras"),
+        (["--class", "all", "--sampler", "ddpm", "--spacing", "karras"],
+         r"--spacing 'karras' is not allowed for the ddpm sampler"),
+    ],
+)  # fmt: skip
+def test_sample_refuses_a_spacing_its_sampler_cannot_visit(tmp_path, capsys, argv, message):
+    out = tmp_path / "x.png"
+    status, err = run_cli(capsys, "sample", str(tmp_path / "missing"), "--out", str(out), *argv)
+    assert status == 2 and len(err.splitlines()) == 1
+    assert re.search(message, err), err
+    assert not out.exists()
+
+
+def test_sample_spacing_reaches_the_sampler(tmp_path, capsys, tiny_config):
+    import numpy as np
+
+    from ddpm.train.run import train
+
+    run_dir = tmp_path / "run"
+    train(tiny_config, run_dir, log=lambda *_: None)
+    drawn = {}
+    for spacing in ("karras", "trailing"):
+        out = tmp_path / f"{spacing}.npz"
+        options = ["--steps", "4", "--n", "4", "--spacing", spacing, "--out", str(out)]
+        status, err = run_cli(capsys, "sample", str(run_dir), "--sampler", "dpm++2m_sde", *options)
+        assert status == 0, err
+        drawn[spacing] = np.load(out)["images"]
+    assert drawn["karras"].shape == drawn["trailing"].shape == (4, 8, 8, 1)
+    assert not np.array_equal(drawn["karras"], drawn["trailing"])  # other timesteps, other images

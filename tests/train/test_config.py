@@ -108,3 +108,33 @@ def test_preview_sampler_choices_are_the_registered_samplers() -> None:
 
     hints = typing.get_type_hints(RunConfig)
     assert set(typing.get_args(hints["preview_sampler"])) == set(SAMPLERS)
+
+
+def test_preview_spacing_choices_are_the_sigma_spacings() -> None:
+    import typing
+
+    from ddpm.diffusion.samplers import SIGMA_SPACINGS
+    from ddpm.train.config import RunConfig
+
+    hints = typing.get_type_hints(RunConfig)
+    literal = next(arg for arg in typing.get_args(hints["preview_spacing"]) if arg is not type(None))
+    assert set(typing.get_args(literal)) == set(SIGMA_SPACINGS)
+
+
+def test_preview_options_carry_the_spacing_only_when_set() -> None:
+    from ddpm.train.config import RunConfig
+
+    plain = RunConfig(preview_sampler="ddim", preview_steps=7)
+    assert plain.preview_options() == {"sampler": "ddim", "steps": 7}
+    trailing = RunConfig(preview_sampler="dpm++2m_sde", preview_steps=20, preview_spacing="trailing")
+    assert trailing.preview_options() == {"sampler": "dpm++2m_sde", "steps": 20, "spacing": "trailing"}
+
+
+def test_karras_spacing_with_a_timestep_sampler_is_refused() -> None:
+    data = config_to_dict(TrainConfig())
+    data["run"]["preview_spacing"] = "karras"  # the default preview sampler is ddim
+    with pytest.raises(ConfigError, match=r"run.preview_spacing='karras' does not apply to the ddim sampler"):
+        config_from_dict(data)
+    data["run"]["preview_spacing"] = "log"
+    with pytest.raises(ConfigError, match=r"run.preview_spacing='log' is not allowed; choose one of"):
+        config_from_dict(data)

@@ -101,6 +101,8 @@ class RunConfig:
     # sampler for previews, the final grid and evaluation
     preview_sampler: Literal["ddpm", "ddim", "dpm++2m", "dpm++2m_sde", "euler", "heun", "euler_a"] = "ddim"
     preview_steps: int = 100  # sampler steps for previews
+    # timesteps the preview sampler visits; None → that sampler's default (σ samplers karras, else uniform)
+    preview_spacing: Literal["karras", "uniform", "trailing", "quadratic"] | None = None
     num_threads: int = 0  # torch CPU threads; 0 → torch's default
     eval_every: int = 0  # steps between sample-quality evaluations (eval.jsonl, best checkpoint); 0 → off
     eval_samples: int = 1000  # samples drawn for each evaluation
@@ -128,7 +130,17 @@ class RunConfig:
             raise ValueError(f"run.device={self.device!r} is not allowed; choose auto, cpu, cuda or cuda:N")
         if not self.dist_timeout_s > 0:
             raise ValueError(f"run.dist_timeout_s={self.dist_timeout_s} must be > 0")
+        if self.preview_spacing == "karras" and self.preview_sampler in ("ddpm", "ddim"):
+            raise ValueError(
+                f"run.preview_spacing='karras' does not apply to the {self.preview_sampler} sampler; "
+                "choose uniform, trailing or quadratic"
+            )
         batch_plan(self.batch_size, 1, self.grad_accum_steps, self.micro_batch_size)  # splits for 1 process
+
+    def preview_options(self) -> dict[str, Any]:
+        """Sampler, steps and spacing of previews and evaluation, as ``DiffusionModel.sample`` takes them."""
+        spacing = {} if self.preview_spacing is None else {"spacing": self.preview_spacing}
+        return {"sampler": self.preview_sampler, "steps": self.preview_steps, **spacing}
 
 
 @dataclass(frozen=True)

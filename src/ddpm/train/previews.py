@@ -36,8 +36,7 @@ class Previews:
         labels = None if num_classes is None else torch.arange(run.preview_images) % num_classes
         samples = model.sample(
             run.preview_images,
-            sampler=run.preview_sampler,
-            steps=run.preview_steps,
+            **run.preview_options(),
             seed=run.seed,
             labels=labels,
         )
