@@ -33,7 +33,8 @@ from ddpm.diffusion import make_schedule
 from ddpm.diffusion.losses import DiffusionLoss
 from ddpm.nets import UNET_PRESETS, UNet, UNetConfig, count_parameters
 from ddpm.nets.diffusers_unet import unet_config_to_diffusers
-from ddpm.train.config import OptimConfig, TrainConfig
+from ddpm.train.config import OptimConfig, TrainConfig, config_from_dict, config_to_dict
+from ddpm.train.configio import apply_override, parse_override
 from ddpm.train.ema import EMA
 from ddpm.train.loop import build_optimizer
 
@@ -56,6 +57,14 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     )
     parser.add_argument("--json", type=Path, help="also write the raw results to this JSON file")
     return parser
+
+
+def with_overrides(config: TrainConfig, assignments: list[str]) -> TrainConfig:
+    """``config`` with ``ddpm train --set`` KEY=VALUE assignments applied and checked, as the CLI does."""
+    data = config_to_dict(config)
+    for assignment in assignments:
+        apply_override(data, *parse_override(assignment))
+    return config_from_dict(data)
 
 
 def setup_threads(threads: int) -> None:

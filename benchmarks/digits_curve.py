@@ -16,13 +16,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import with_overrides
 from sklearn.linear_model import LogisticRegression
 
 from ddpm.data import load_dataset
 from ddpm.pipeline import build_model, load
 from ddpm.train.checkpoint import list_checkpoints
-from ddpm.train.config import config_from_dict, config_to_dict
-from ddpm.train.configio import apply_override, parse_override
 from ddpm.train.presets import get_preset
 from ddpm.train.run import train
 
@@ -52,10 +51,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[])
     args = parser.parse_args()
 
-    data = config_to_dict(get_preset("digits"))
-    for assignment in args.set:
-        apply_override(data, *parse_override(assignment))
-    config = config_from_dict(data)
+    config = with_overrides(get_preset("digits"), args.set)
     config = dataclasses.replace(
         config,
         run=dataclasses.replace(

@@ -17,12 +17,10 @@ import time
 from pathlib import Path
 
 import torch
-from common import mean_over_sets
+from common import mean_over_sets, with_overrides
 
 from ddpm.eval.evaluate import prepare, score
 from ddpm.pipeline import load
-from ddpm.train.config import config_from_dict, config_to_dict
-from ddpm.train.configio import apply_override, parse_override
 from ddpm.train.presets import get_preset, preset_for_data, with_data
 from ddpm.train.run import stored_config, train
 
@@ -36,8 +34,8 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
 
 
 def run_variant(args: argparse.Namespace, name: str, overrides: list[str]) -> dict:
-    data = config_to_dict(with_data(get_preset(preset_for_data(args.data)), args.data))
-    for assignment in [
+    preset = with_data(get_preset(preset_for_data(args.data)), args.data)
+    config = with_overrides(preset, [
         f"run.time_budget_s={args.budget}",
         "run.steps=1000000",
         "run.sample_every=0",
@@ -45,9 +43,7 @@ def run_variant(args: argparse.Namespace, name: str, overrides: list[str]) -> di
         f"run.num_threads={args.threads}",
         f"run.seed={args.seed}",
         *overrides,
-    ]:
-        apply_override(data, *parse_override(assignment))
-    config = config_from_dict(data)
+    ])  # fmt: skip
     run_dir = Path(args.out) / name
     started = time.process_time()
     result = train(config, run_dir, overwrite=True, log=lambda *_: None)

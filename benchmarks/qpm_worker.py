@@ -184,16 +184,14 @@ def run_lucid(args, data: np.ndarray, report) -> None:
 def run_ours(args, data: np.ndarray, report) -> None:
     import dataclasses
 
+    from common import with_overrides  # ours' venv only: common imports the package
+
     from ddpm.pipeline import load
-    from ddpm.train.config import config_from_dict, config_to_dict
-    from ddpm.train.configio import apply_override, parse_override
     from ddpm.train.presets import get_preset, with_data
     from ddpm.train.run import train
 
-    settings = config_to_dict(with_data(get_preset(args.preset), args.data))
-    for assignment in args.set:  # --ours-set of quality_per_minute.py: a preset variant
-        apply_override(settings, *parse_override(assignment))
-    config = config_from_dict(settings)
+    # --ours-set of quality_per_minute.py: a preset variant
+    config = with_overrides(with_data(get_preset(args.preset), args.data), args.set)
     run_dir = Path(args.out) / f"ours_{args.preset}_run"
     spent, steps = 0.0, 0
     for index, mark in enumerate(args.budgets):

@@ -7,12 +7,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ddpm.diffusion.samplers import SIGMA_SPACINGS
+from ddpm.diffusion.samplers import spacings_for
 from ddpm.pipeline import load, to_uint8
 from ddpm.train.loop import resolve_device
 
 OUTPUT_SUFFIXES = (".png", ".npz")
-TIMESTEP_SAMPLERS = ("ddpm", "ddim")  # they visit integer timesteps: no Karras σ grid
 
 
 def sampler_options(sampler: str, eta: float = 0.0, spacing: str | None = None) -> dict:
@@ -24,9 +23,8 @@ def sampler_options(sampler: str, eta: float = 0.0, spacing: str | None = None) 
     options: dict = {"eta": eta} if sampler == "ddim" else {}
     if spacing is None:
         return options
-    allowed = [s for s in SIGMA_SPACINGS if s != "karras" or sampler not in TIMESTEP_SAMPLERS]
-    if spacing not in allowed:
-        choices = ", ".join(allowed)
+    if spacing not in spacings_for(sampler):
+        choices = ", ".join(spacings_for(sampler))
         raise ValueError(f"--spacing {spacing!r} is not allowed for the {sampler} sampler; choose {choices}")
     return {**options, "spacing": spacing}
 

@@ -9,6 +9,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ddpm.diffusion.samplers import spacings_for
 from ddpm.nets import MLPConfig, UNetConfig
 from ddpm.train.configio import ConfigError, coerce, from_dict, to_dict
 from ddpm.train.distributed import batch_plan
@@ -130,10 +131,11 @@ class RunConfig:
             raise ValueError(f"run.device={self.device!r} is not allowed; choose auto, cpu, cuda or cuda:N")
         if not self.dist_timeout_s > 0:
             raise ValueError(f"run.dist_timeout_s={self.dist_timeout_s} must be > 0")
-        if self.preview_spacing == "karras" and self.preview_sampler in ("ddpm", "ddim"):
+        allowed = spacings_for(self.preview_sampler)
+        if self.preview_spacing is not None and self.preview_spacing not in allowed:
             raise ValueError(
-                f"run.preview_spacing='karras' does not apply to the {self.preview_sampler} sampler; "
-                "choose uniform, trailing or quadratic"
+                f"run.preview_spacing={self.preview_spacing!r} does not apply to the {self.preview_sampler} "
+                f"sampler; choose {', '.join(allowed)}"
             )
         batch_plan(self.batch_size, 1, self.grad_accum_steps, self.micro_batch_size)  # splits for 1 process
 

@@ -25,10 +25,22 @@ SAMPLERS: dict[str, Callable[..., SampleResult]] = {
     "euler_a": euler_ancestral_sample,  # Euler with ancestral noise (k-diffusion)
 }
 
+
+# Samplers that walk the respaced chain of integer training timesteps: they take SPACINGS only; the
+# σ samplers also take the Karras grid (SIGMA_SPACINGS).
+TIMESTEP_SAMPLERS = ("ddpm", "ddim")
+
+
+def spacings_for(sampler: str) -> tuple[str, ...]:
+    """The ``spacing`` values ``SAMPLERS[sampler]`` accepts."""
+    return SPACINGS if sampler in TIMESTEP_SAMPLERS else SIGMA_SPACINGS
+
+
 __all__ = [
     "SAMPLERS",
     "SIGMA_SPACINGS",
     "SPACINGS",
+    "TIMESTEP_SAMPLERS",
     "VARIANCES",
     "ChainStep",
     "PerSampleGenerators",
@@ -46,5 +58,6 @@ __all__ = [
     "per_sample_noise",
     "respaced_chain",
     "sample_seeds",
+    "spacings_for",
     "timesteps",
 ]
