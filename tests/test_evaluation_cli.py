@@ -37,3 +37,11 @@ def test_eval_of_a_samples_file_needs_data(tmp_path, capsys):
     np.savez(tmp_path / "s.npz", images=np.zeros((4, 8, 8, 1), dtype=np.uint8))
     assert main(["eval", str(tmp_path / "s.npz")]) == 2
     assert "--data is required to evaluate a samples file" in capsys.readouterr().err
+
+
+def test_eval_refuses_a_bad_eps_scale_before_loading_anything(tmp_path, capsys):
+    assert main(["eval", str(tmp_path / "missing"), "--eps-scale", "0"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "--eps-scale 0.0 is invalid; give a finite number > 0 (1 = off)" in err and len(err.splitlines()) == 1
+    )

@@ -462,6 +462,7 @@ def sample_classes_to_files(
     steps: int | None = None,
     eta: float = 0.0,
     spacing: str | None = None,
+    eps_scale: float = 1.0,
     seed: int = 0,
     batch_size: int = 256,
     out: str | Path = "samples.png",
@@ -471,7 +472,7 @@ def sample_classes_to_files(
     """`ddpm sample --class K|all --guidance S`: ``n`` images per class; .png grid (a row per class) or
     .npz with ``images`` (uint8 N×H×W×C) and ``labels`` (int64 N)."""
     out = _check_out(out, (".png", ".npz"))
-    options = sampler_options(sampler, eta, spacing)
+    options = sampler_options(sampler, eta, spacing, eps_scale)
     model = _load(path, weights, device)
     images, labels = sample_classes(
         model, classes, guidance=guidance, n_per_class=n, seed=seed, sampler=sampler, steps=steps,

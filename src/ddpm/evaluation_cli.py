@@ -14,6 +14,7 @@ from torch import nn
 from ddpm.data import Dataset
 from ddpm.eval import higher_is_better, load_samples_npz, prepare, score
 from ddpm.pipeline import DiffusionModel, build_model, load
+from ddpm.sampling_cli import check_eps_scale_flag
 from ddpm.train.config import TrainConfig
 from ddpm.train.loop import resolve_device
 from ddpm.train.run import load_data, stored_config
@@ -76,6 +77,7 @@ def evaluate_path(
     split: str = "test",
     sampler: str = "ddim",
     steps: int | None = None,
+    eps_scale: float = 1.0,
     seed: int = 0,
     batch_size: int = 256,
     device: str = "auto",
@@ -84,6 +86,7 @@ def evaluate_path(
     feature_net: str = "auto",
 ) -> dict[str, Any]:
     """Score a run, checkpoint or samples .npz; a run or checkpoint draws its own ``n`` samples."""
+    check_eps_scale_flag(eps_scale)
     path = Path(path)
     if path.suffix == ".npz":
         if data is None:
@@ -96,9 +99,17 @@ def evaluate_path(
         data = data or config.data.spec
         labels = None if model.num_classes is None else torch.arange(n) % model.num_classes
         samples = model.sample(
-            n, sampler=sampler, steps=steps, seed=seed, batch_size=batch_size, labels=labels
+            n,
+            sampler=sampler,
+            steps=steps,
+            seed=seed,
+            batch_size=batch_size,
+            labels=labels,
+            eps_scale=eps_scale,
         )
         source = {"model": str(path), "step": model.step, "sampler": sampler, "steps": steps}
+        if eps_scale != 1:
+            source["eps_scale"] = eps_scale
     result = score(
         prepare(
             data,

@@ -19,6 +19,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from ddpm.diffusion import NoiseSchedule, make_schedule
+from ddpm.diffusion.eps_scaling import EpsilonScaling, check_eps_scale
 from ddpm.diffusion.guidance import ClassifierFreeGuidance, check_guidance_scale
 from ddpm.diffusion.samplers import SAMPLERS, SampleResult, sample_seeds
 from ddpm.nets import build_net
@@ -59,6 +60,7 @@ class DiffusionModel:
         clip_x0: float | None = None,
         labels: Tensor | Sequence[int] | None = None,
         guidance: float = 1.0,
+        eps_scale: float = 1.0,
         progress: Callable[[int], None] | None = None,
         **sampler_options: Any,
     ) -> list[SampleResult]:
@@ -68,7 +70,8 @@ class DiffusionModel:
         classifier-free guidance scale s ≥ 0 (diffusers' ``guidance_scale``): ε(x, ∅) + s (ε(x, y) − ε(x, ∅))
         (see ``ddpm.diffusion.guidance``; Ho & Salimans 2022 eq. 6 with w = s − 1). The default s = 1 is
         the plain model, s = 0 the unconditional prediction, s > 1 stronger guidance; s ≠ 1 needs
-        ``labels``.
+        ``labels``. ``eps_scale`` λ divides the predicted noise, ε̂ / λ, at every step (epsilon scaling,
+        Ning et al. 2024, ``ddpm.diffusion.eps_scaling``); 1 is the plain model.
         """
         if sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {sampler!r}; allowed: {', '.join(SAMPLERS)}")
@@ -92,7 +95,10 @@ class DiffusionModel:
             )
         if guidance != 1 and labels is None:
             raise ValueError(f"guidance={guidance} needs labels: guidance steers samples towards a class")
+        check_eps_scale(eps_scale)
         denoiser = self.net if guidance == 1 else ClassifierFreeGuidance(self.net, guidance, self.num_classes)
+        if eps_scale != 1:
+            denoiser = EpsilonScaling(denoiser, eps_scale, self.schedule, self.parameterization)
         seeds = sample_seeds(seed, n)
         results = []
         self.net.eval()

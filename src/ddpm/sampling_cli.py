@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ddpm.diffusion.eps_scaling import check_eps_scale
 from ddpm.diffusion.samplers import spacings_for
 from ddpm.pipeline import load, to_uint8
 from ddpm.train.loop import resolve_device
@@ -14,13 +15,28 @@ from ddpm.train.loop import resolve_device
 OUTPUT_SUFFIXES = (".png", ".npz")
 
 
-def sampler_options(sampler: str, eta: float = 0.0, spacing: str | None = None) -> dict:
-    """The ``--eta`` and ``--spacing`` of `ddpm sample` as sampler keyword arguments, checked."""
+def check_eps_scale_flag(eps_scale: float) -> None:
+    """Refuse a bad ``--eps-scale`` in the flag's own words (see ``ddpm.diffusion.eps_scaling``)."""
+    try:
+        check_eps_scale(eps_scale)
+    except ValueError:
+        raise ValueError(
+            f"--eps-scale {eps_scale!r} is invalid; give a finite number > 0 (1 = off)"
+        ) from None
+
+
+def sampler_options(
+    sampler: str, eta: float = 0.0, spacing: str | None = None, eps_scale: float = 1.0
+) -> dict:
+    """`ddpm sample`'s ``--eta``, ``--spacing`` and ``--eps-scale`` as sampling keyword arguments."""
     if not 0.0 <= eta <= 1.0:
         raise ValueError(f"--eta {eta} is outside [0, 1]")
     if eta and sampler != "ddim":
         raise ValueError(f"--eta applies to the ddim sampler only, not {sampler!r}")
+    check_eps_scale_flag(eps_scale)
     options: dict = {"eta": eta} if sampler == "ddim" else {}
+    if eps_scale != 1:
+        options["eps_scale"] = eps_scale
     if spacing is None:
         return options
     if spacing not in spacings_for(sampler):
@@ -37,6 +53,7 @@ def sample_to_files(
     steps: int | None = None,
     eta: float = 0.0,
     spacing: str | None = None,
+    eps_scale: float = 1.0,
     seed: int = 0,
     batch_size: int = 256,
     out: str | Path = "samples.png",
@@ -50,7 +67,7 @@ def sample_to_files(
         raise ValueError(f"--out {str(out)!r} must end in .png or .npz")
     if gif is not None and Path(gif).suffix.lower() != ".gif":
         raise ValueError(f"--gif {str(gif)!r} must end in .gif")
-    options = sampler_options(sampler, eta, spacing)
+    options = sampler_options(sampler, eta, spacing, eps_scale)
     model = load(path, weights=weights, device=resolve_device(device))
     if gif is not None:
         options["trajectory_steps"] = "all"

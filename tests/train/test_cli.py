@@ -93,9 +93,11 @@ def test_every_command_has_help(capsys):
          r"choose uniform, trailing, quadratic, karras"),
         (["--class", "all", "--sampler", "ddpm", "--spacing", "karras"],
          r"--spacing 'karras' is not allowed for the ddpm sampler"),
+        (["--eps-scale", "0"], r"--eps-scale 0\.0 is invalid; give a finite number > 0 \(1 = off\)$"),
+        (["--class", "all", "--eps-scale", "-1"], r"--eps-scale -1\.0 is invalid"),
     ],
 )  # fmt: skip
-def test_sample_refuses_a_spacing_its_sampler_cannot_visit(tmp_path, capsys, argv, message):
+def test_sample_refuses_a_bad_spacing_or_eps_scale(tmp_path, capsys, argv, message):
     out = tmp_path / "x.png"
     status, err = run_cli(capsys, "sample", str(tmp_path / "missing"), "--out", str(out), *argv)
     assert status == 2 and len(err.splitlines()) == 1

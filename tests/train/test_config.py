@@ -138,3 +138,21 @@ def test_karras_spacing_with_a_timestep_sampler_is_refused() -> None:
     data["run"]["preview_spacing"] = "log"
     with pytest.raises(ConfigError, match=r"run.preview_spacing='log' is not allowed; choose one of"):
         config_from_dict(data)
+
+
+def test_preview_options_carry_the_eps_scale_only_when_set() -> None:
+    from ddpm.train.config import RunConfig
+
+    assert "eps_scale" not in RunConfig().preview_options()
+    assert (
+        RunConfig(preview_sampler="dpm++2m_sde", preview_eps_scale=1.06).preview_options()["eps_scale"]
+        == 1.06
+    )
+
+
+@pytest.mark.parametrize("bad", [0.0, -0.5, float("nan"), float("inf")])
+def test_a_bad_preview_eps_scale_is_refused(bad) -> None:
+    data = config_to_dict(TrainConfig())
+    data["run"]["preview_eps_scale"] = bad
+    with pytest.raises(ConfigError, match=r"run.preview_eps_scale=.* is invalid; give a finite number > 0"):
+        config_from_dict(data)

@@ -9,6 +9,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ddpm.diffusion.eps_scaling import check_eps_scale
 from ddpm.diffusion.samplers import spacings_for
 from ddpm.nets import MLPConfig, UNetConfig
 from ddpm.train.configio import ConfigError, coerce, from_dict, to_dict
@@ -104,6 +105,7 @@ class RunConfig:
     preview_steps: int = 100  # sampler steps for previews
     # timesteps the preview sampler visits; None → that sampler's default (σ samplers karras, else uniform)
     preview_spacing: Literal["karras", "uniform", "trailing", "quadratic"] | None = None
+    preview_eps_scale: float = 1.0  # previews divide the predicted noise by this (epsilon scaling); 1 → off
     num_threads: int = 0  # torch CPU threads; 0 → torch's default
     eval_every: int = 0  # steps between sample-quality evaluations (eval.jsonl, best checkpoint); 0 → off
     eval_samples: int = 1000  # samples drawn for each evaluation
@@ -137,12 +139,21 @@ class RunConfig:
                 f"run.preview_spacing={self.preview_spacing!r} does not apply to the {self.preview_sampler} "
                 f"sampler; choose {', '.join(allowed)}"
             )
+        try:
+            check_eps_scale(self.preview_eps_scale)
+        except ValueError as error:
+            raise ValueError(f"run.preview_{error}") from None
         batch_plan(self.batch_size, 1, self.grad_accum_steps, self.micro_batch_size)  # splits for 1 process
 
     def preview_options(self) -> dict[str, Any]:
-        """Sampler, steps and spacing of previews and evaluation, as ``DiffusionModel.sample`` takes them."""
-        spacing = {} if self.preview_spacing is None else {"spacing": self.preview_spacing}
-        return {"sampler": self.preview_sampler, "steps": self.preview_steps, **spacing}
+        """Sampler, steps, spacing and ε scale of previews and evaluation, as ``DiffusionModel.sample`` takes
+        them (spacing and ε scale only when set)."""
+        options: dict[str, Any] = {"sampler": self.preview_sampler, "steps": self.preview_steps}
+        if self.preview_spacing is not None:
+            options["spacing"] = self.preview_spacing
+        if self.preview_eps_scale != 1:
+            options["eps_scale"] = self.preview_eps_scale
+        return options
 
 
 @dataclass(frozen=True)

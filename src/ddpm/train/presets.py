@@ -32,7 +32,8 @@ def _digits() -> TrainConfig:
     short warm-up (as good as a 2e-3 cosine at 2,000 steps, and a run stopped by --time keeps its
     quality), EMA 0.999 with warm-up (as good as EDM2 power-function EMAs of other lengths), previews
     and evaluation with SDE-DPM-Solver++(2M) at 20 steps on trailing timesteps (lower FD and more
-    confident digits than the ODE solver, DDIM, or the Karras grid).
+    confident digits than the ODE solver, DDIM, or the Karras grid), with epsilon scaling λ = 1.06
+    against exposure bias (5–6% lower FD at no extra network evaluation).
     """
     return TrainConfig(
         data=DataConfig(spec="digits"),
@@ -42,7 +43,7 @@ def _digits() -> TrainConfig:
         optim=OptimConfig(lr=1e-3, warmup_steps=200, ema_decay=0.999),
         run=RunConfig(steps=1500, batch_size=128, log_every=50, sample_every=500, checkpoint_every=500,
                       preview_images=100, preview_sampler="dpm++2m_sde", preview_steps=20,
-                      preview_spacing="trailing"),
+                      preview_spacing="trailing", preview_eps_scale=1.06),
     )  # fmt: skip
 
 

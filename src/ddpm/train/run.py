@@ -35,7 +35,8 @@ RUN_FILES = ("config.toml", "log.jsonl", "eval.jsonl", "checkpoints", "samples")
 RESUMABLE_CHANGES = {
     "run.steps", "run.time_budget_s", "run.log_every", "run.sample_every", "run.checkpoint_every",
     "run.keep_last", "run.device", "run.num_threads", "run.preview_images", "run.preview_sampler",
-    "run.preview_steps", "run.preview_spacing", "optim.max_bad_steps", "data.strict",
+    "run.preview_steps", "run.preview_spacing", "run.preview_eps_scale",
+    "optim.max_bad_steps", "data.strict",
     # How a step is computed (processes, micro-batches, precision, memory), not what it optimises.
     "run.grad_accum_steps", "run.micro_batch_size", "run.precision", "run.dist_timeout_s",
     "model.gradient_checkpointing",
