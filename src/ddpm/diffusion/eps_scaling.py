@@ -6,7 +6,7 @@ Epsilon scaling divides the prediction by a constant λ ≥ 1 at every step (the
 schedule), ε̂ / λ, at no extra network evaluation and with no retraining.
 
 Measured on the digits preset (RESULTS.md, issue 11): with SDE-DPM-Solver++(2M) at 20 steps, λ = 1.06
-lowers the classifier FD by 5–6% for 1.5 points of confidence; with the deterministic DPM-Solver++(2M)
+lowers the classifier FD by 5–16% for 1–2 points of confidence; with the deterministic DPM-Solver++(2M)
 it costs 3 points of confidence at λ = 1.04 and FD as well beyond, so only the SDE sampler is scaled.
 
 The wrapper is itself a denoiser ``model(x_t, t, **cond)``: every sampler takes it unchanged. For x₀-
