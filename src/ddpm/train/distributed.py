@@ -161,6 +161,8 @@ def distributed_session(device_name: str, timeout_s: float) -> Iterator[DistCont
     context = DistContext(dist.get_rank(), dist.get_world_size(), local_rank, device, dist.get_backend())
     try:
         yield context
+        if owned:
+            dist.barrier()  # leave together: no rank tears gloo down while a peer still talks to it
     except RuntimeError as err:
         if not (isinstance(err, dist.DistError) or COMMUNICATION_FAILURE.search(str(err))):
             raise
