@@ -20,7 +20,6 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from ddpm.diffusion.process import (
@@ -30,14 +29,15 @@ from ddpm.diffusion.process import (
     training_target,
     x0_from_eps,
 )
-from ddpm.diffusion.samplers.sigmas import schedule_sigmas
+from ddpm.diffusion.samplers.sigmas import t_to_sigmas
 from ddpm.diffusion.schedules import NoiseSchedule
 
 Denoiser = Callable[..., Tensor]  # model(x_t, t, **cond) -> Tensor of x_t's shape
 
 
-def check_eps_scale(eps_scale: float) -> None:
-    """Refuse anything but a finite number λ > 0 (bools and strings included); 1 is off."""
+def check_eps_scale(eps_scale: float, name: str = "eps_scale") -> None:
+    """Refuse anything but a finite number λ > 0 (bools and strings included); 1 is off. ``name`` is
+    what the message calls the value (a config key, say)."""
     if (
         isinstance(eps_scale, bool)
         or not isinstance(eps_scale, (int, float))
@@ -45,7 +45,7 @@ def check_eps_scale(eps_scale: float) -> None:
         or eps_scale <= 0
     ):
         raise ValueError(
-            f"eps_scale={eps_scale!r} is invalid; give a finite number > 0 (1 = off, about 1.005–1.1 helps)"
+            f"{name}={eps_scale!r} is invalid; give a finite number > 0 (1 = off, about 1.005–1.1 helps)"
         )
 
 
@@ -75,13 +75,8 @@ class EpsilonScaling:
 
     def _alpha_bar(self, t: Tensor, like: Tensor) -> Tensor:
         """ᾱ at integer timesteps, or at the fractional ones of the σ-samplers through their own map
-        (log σ linear between the T levels, ``samplers.sigmas.t_to_sigma``; ᾱ = 1/(1 + σ²))."""
+        (``samplers.sigmas.t_to_sigmas``; ᾱ = 1/(1 + σ²))."""
         if not t.is_floating_point():
             return self.schedule.at(self.schedule.alpha_bar, t, like)
-        log_sigmas = schedule_sigmas(self.schedule).log().to(like.device)  # (T,) float64
-        t = t.to(device=like.device, dtype=torch.float64).clamp(0, len(log_sigmas) - 1)
-        low = t.floor().long().clamp(max=len(log_sigmas) - 2)
-        weight = t - low
-        log_sigma = (1 - weight) * log_sigmas[low] + weight * log_sigmas[low + 1]
-        alpha_bar = torch.sigmoid(-2 * log_sigma)  # 1/(1 + σ²)
-        return alpha_bar.to(like.dtype).reshape(-1, *([1] * (like.ndim - 1)))
+        alpha_bar = 1 / (1 + t_to_sigmas(t, self.schedule) ** 2)  # (B,) float64
+        return alpha_bar.to(device=like.device, dtype=like.dtype).reshape(-1, *([1] * (like.ndim - 1)))

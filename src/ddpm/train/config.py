@@ -139,10 +139,7 @@ class RunConfig:
                 f"run.preview_spacing={self.preview_spacing!r} does not apply to the {self.preview_sampler} "
                 f"sampler; choose {', '.join(allowed)}"
             )
-        try:
-            check_eps_scale(self.preview_eps_scale)
-        except ValueError as error:
-            raise ValueError(f"run.preview_{error}") from None
+        check_eps_scale(self.preview_eps_scale, "run.preview_eps_scale")
         batch_plan(self.batch_size, 1, self.grad_accum_steps, self.micro_batch_size)  # splits for 1 process
 
     def preview_options(self) -> dict[str, Any]:

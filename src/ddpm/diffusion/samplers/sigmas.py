@@ -13,7 +13,6 @@ EulerDiscreteScheduler "linspace" timesteps are fractional with σ linear in t, 
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import numpy as np
@@ -60,8 +59,14 @@ def sigma_to_t(sigma: float, schedule: NoiseSchedule) -> float:
 
 def t_to_sigma(t: float, schedule: NoiseSchedule) -> float:
     """σ at a fractional timestep: the inverse of :func:`sigma_to_t` (k-diffusion ``t_to_sigma``)."""
+    return float(t_to_sigmas(torch.tensor([float(t)], dtype=torch.float64), schedule)[0])
+
+
+def t_to_sigmas(t: Tensor, schedule: NoiseSchedule) -> Tensor:
+    """:func:`t_to_sigma` of every element of ``t``: float64 on the CPU, ``t``'s shape."""
     log_sigmas = np.log(schedule_sigmas(schedule).numpy())
-    return math.exp(float(np.interp(t, np.arange(len(log_sigmas), dtype=np.float64), log_sigmas)))
+    levels = np.arange(len(log_sigmas), dtype=np.float64)
+    return torch.from_numpy(np.exp(np.interp(t.detach().cpu().double().numpy(), levels, log_sigmas)))
 
 
 class SigmaStep(NamedTuple):
