@@ -1,4 +1,10 @@
-"""The in-memory data set every loader returns, and the fingerprint that identifies its contents."""
+"""The in-memory data set every loader returns, and the fingerprint that identifies its contents.
+
+A loader passes a fingerprint of how the data were made (source, split, size, channels, file names);
+the Dataset folds into it the sha256 of what it holds (images or points, labels, class names), so
+a file changed in place, even to the same size, changes the fingerprint: resuming refuses the changed
+data and no cached classifier or reference statistics computed on the old data are reused.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -34,7 +41,7 @@ class Dataset:
     data: Tensor  # images: uint8 (N, C, H, W), contiguous; points: float32 (N, 2)
     labels: Tensor | None  # int64 (N,) class indices into class_names, or None when unlabelled
     class_names: tuple[str, ...] | None  # one name per class index, or None when unlabelled
-    fingerprint: str  # sha256 hex of what determines `data`; changes when the data changes
+    fingerprint: str  # given: sha256 of how the data were made; stored: that + the content's sha256
     skipped: tuple[SkippedFile, ...] = ()  # files passed over while loading (unreadable images)
 
     def __post_init__(self) -> None:
@@ -55,6 +62,9 @@ class Dataset:
                 f"Dataset labels must be int64 of shape ({len(self)},), "
                 f"got {self.labels.dtype} {tuple(self.labels.shape)}"
             )
+        # frozen: set once, here (a dataclasses.replace() copy would fold the content in again)
+        content = content_sha256(self.data, self.labels, self.class_names)
+        object.__setattr__(self, "fingerprint", fingerprint("dataset", self.fingerprint, content))
 
     def __len__(self) -> int:
         return self.data.shape[0]
@@ -87,3 +97,20 @@ def fingerprint(*parts: Any) -> str:
     """sha256 hex of JSON-serialisable parts (file names and sizes, generator parameters, options)."""
     text = json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def content_sha256(data: Tensor, labels: Tensor | None, class_names: tuple[str, ...] | None) -> str:
+    """sha256 hex of the tensors' dtypes, shapes and bytes, and of the class names.
+
+    About 0.8 GB/s with the CPU's SHA instructions: 60 ms for MNIST's 60,000 training images.
+    """
+    digest = hashlib.sha256()
+    for tensor in (data, labels):
+        if tensor is None:
+            digest.update(b"none;")
+            continue
+        array = tensor.detach().cpu().contiguous().numpy()
+        digest.update(f"{array.dtype.str}{array.shape};".encode("ascii"))
+        digest.update(array.reshape(-1).view(np.uint8))  # the bytes themselves, not a copy
+    digest.update(json.dumps(class_names, ensure_ascii=True).encode("ascii"))
+    return digest.hexdigest()

@@ -25,7 +25,7 @@ import torch
 
 from ddpm.data.dataset import Dataset, SkippedFile, fingerprint
 from ddpm.data.images import ImageRefused, decode_image
-from ddpm.data.sources import FileSource
+from ddpm.data.sources import DEFAULT_MAX_ARCHIVE_BYTES, ArchiveRefused, FileSource
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 DEFAULT_IMAGE_SIZE = 32
@@ -69,16 +69,26 @@ def folder_layout(names: list[str], split: str, where: Path) -> FolderLayout:
     )
 
 
-def load_folder(spec: str, path: Path, split: str, image_size: int | None, channels: int | None) -> Dataset:
+def load_folder(
+    spec: str,
+    path: Path,
+    split: str,
+    image_size: int | None,
+    channels: int | None,
+    *,
+    max_archive_bytes: int = DEFAULT_MAX_ARCHIVE_BYTES,
+) -> Dataset:
     """Decode every image to uint8 (channels, size, size): resize shorter side + centre crop.
 
     ``image_size`` defaults to 32 and ``channels`` to 3 (RGB; 1 gives grey). Unreadable images are
     skipped, listed in ``Dataset.skipped`` and reported in one warning; so are, marked "(ignored)",
-    hidden files and files without an image suffix. See :func:`report_skipped`.
+    hidden files and files without an image suffix. See :func:`report_skipped`. An archive that
+    would expand past ``max_archive_bytes`` (or 100× its size), or whose zip entries overlap, is
+    refused with ValueError before its contents are read (see :mod:`ddpm.data.sources`).
     """
     size = DEFAULT_IMAGE_SIZE if image_size is None else image_size
     channels = 3 if channels is None else channels
-    with FileSource(path) as source:
+    with FileSource(path, max_archive_bytes=max_archive_bytes) as source:
         return _load(source, spec, path, split, size, channels)
 
 
@@ -106,7 +116,7 @@ def _load(source: FileSource, spec: str, path: Path, split: str, size: int, chan
                 raise data
             images[row[name]] = decode_image(data, size, channels)
             readable[row[name]] = True
-        except ImageRefused as error:
+        except (ImageRefused, ArchiveRefused) as error:
             skipped.append(SkippedFile(name, str(error)))
         except Exception as error:  # PIL's decoders raise many exception types for damaged files
             skipped.append(SkippedFile(name, f"{type(error).__name__}: {error}"))

@@ -10,6 +10,7 @@ from ddpm.data.digits import load_digits_dataset
 from ddpm.data.folder import load_folder
 from ddpm.data.idx import load_idx_dataset
 from ddpm.data.points import load_points
+from ddpm.data.sources import DEFAULT_MAX_ARCHIVE_BYTES
 from ddpm.data.spec import DATA_SPECS, default_data_root, parse_spec
 
 
@@ -23,6 +24,7 @@ def load_dataset(
     num_points: int = 20000,
     seed: int = 0,
     download: bool = True,
+    max_archive_bytes: int = DEFAULT_MAX_ARCHIVE_BYTES,
 ) -> Dataset:
     """Load the data a spec names (see DATA_SPECS) into memory.
 
@@ -35,6 +37,9 @@ def load_dataset(
     root: where downloads go and are looked for (mnist → <root>/mnist/, …); None → default_data_root().
     num_points, seed: size and seed of a generated 2-D point set; image sets ignore them.
     download: fetch a missing MNIST, Fashion-MNIST or CIFAR-10 into ``root`` (never into a given DIR).
+    max_archive_bytes: ``folder:`` specs naming a .tar or .zip: the most bytes its files may expand
+        to (default 16 GiB; also never more than 100× the archive's size + 256 MiB), checked against
+        what the archive declares before anything is read. Other specs ignore it.
     """
     name, path = parse_spec(spec)
     info = DATA_SPECS[name]
@@ -60,4 +65,4 @@ def load_dataset(
     if name == "cifar10":
         return load_cifar10(spec, path, data_root, split, image_size, channels, download)
     assert name == "folder" and path is not None  # parse_spec guarantees both
-    return load_folder(spec, path, split, image_size, channels)
+    return load_folder(spec, path, split, image_size, channels, max_archive_bytes=max_archive_bytes)

@@ -6,23 +6,42 @@ torchvision's Inception-v3 in the TF details that change FID: average pools that
 a max pool in the last block's pool branch, and 1008 output classes. Weights are never downloaded
 here and no other network is ever substituted: without the file, `load_fid_inception` says which
 file to fetch and where to put it.
+
+Evaluation reads the weights only as safetensors (through `ddpm.safe_files.load_safetensors`):
+nothing is unpickled. The released file is a pickle, so it is converted once, after its full
+sha256 is checked against the release's::
+
+    python -m ddpm.eval.inception convert pt_inception-2015-12-05-6726825d.pth \
+        ~/.cache/torch/hub/checkpoints/pt_inception-2015-12-05-6726825d.safetensors
+
+`convert_fid_weights` is that command; its ``torch.load(weights_only=True)`` is the only one in the
+package, and it runs only on a file whose bytes are the release's.
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
+import re
+import sys
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save_file
 from torch import Tensor, nn
+
+from ddpm.safe_files import load_safetensors
 
 FID_WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d"
 FID_WEIGHTS_URL = (
     f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{FID_WEIGHTS_NAME}.pth"
 )
-FID_WEIGHTS_SHA256_PREFIX = "6726825d"  # torch.hub's naming convention: the file's sha256 prefix
+# the release's full sha256 (95,628,359 bytes), as pinned by other FID implementations; torch.hub
+# names the file after its first 8 hex digits
+FID_WEIGHTS_SHA256 = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"
+CONVERT_COMMAND = "python -m ddpm.eval.inception convert"
 FEATURE_DIM = 2048
 NUM_LOGITS = 1008  # the 2015 TF graph's classes (1000 ImageNet + 8 unused)
 INPUT_SIZE = 299
@@ -202,7 +221,11 @@ class FIDInceptionV3(nn.Module):
 
 
 def weight_search_paths(data_root: Path | None = None) -> list[Path]:
-    """Where `load_fid_inception` looks, in order: <data_root>/weights/, then torch.hub's checkpoint dir."""
+    """Where `load_fid_inception` looks, in order: <data_root>/weights/, then torch.hub's checkpoint dir.
+
+    Each folder is searched for the converted .safetensors and then for the released .pth, which is
+    never read but named in the error, with the command that converts it.
+    """
     torch_home = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch"))
     folders = ([Path(data_root) / "weights"] if data_root is not None else []) + [
         torch_home / "hub" / "checkpoints"
@@ -217,32 +240,31 @@ def find_fid_weights(weights_path: str | Path | None = None, data_root: Path | N
     if weights_path is not None:
         if not Path(weights_path).is_file():
             raise FileNotFoundError(
-                f"FID Inception weights not found at {weights_path}; download {FID_WEIGHTS_URL}"
+                f"FID Inception weights not found at {weights_path}; download {FID_WEIGHTS_URL} "
+                f"and convert it with `{CONVERT_COMMAND} IN.pth OUT.safetensors`"
             )
         return Path(weights_path)
     candidates = weight_search_paths(data_root)
     for candidate in candidates:
         if candidate.is_file():
             return candidate
+    target = candidates[0].with_suffix(".safetensors")
     raise FileNotFoundError(
-        f"FID Inception weights {FID_WEIGHTS_NAME}.pth not found; download {FID_WEIGHTS_URL} and put it in "
-        f"{candidates[0].parent} (searched: {', '.join(str(c) for c in candidates)}); "
-        "no other network is substituted"
+        f"FID Inception weights {FID_WEIGHTS_NAME}.pth not found; download {FID_WEIGHTS_URL} and convert "
+        f"it once with `{CONVERT_COMMAND} {FID_WEIGHTS_NAME}.pth {target}` "
+        f"(searched: {', '.join(str(c) for c in candidates)}); no other network is substituted"
     )
 
 
 def _read_state_dict(path: Path) -> dict[str, Tensor]:
-    if path.suffix == ".safetensors":
-        from ddpm.safe_files import load_safetensors
-
-        return load_safetensors(path)
-    if path.name == f"{FID_WEIGHTS_NAME}.pth":
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        if not digest.startswith(FID_WEIGHTS_SHA256_PREFIX):
-            raise ValueError(
-                f"{path} has sha256 {digest[:8]}…, not the FID weights' {FID_WEIGHTS_SHA256_PREFIX}…"
-            )
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """The weights of a .safetensors file; anything else (the released .pth above all) is refused."""
+    if path.suffix != ".safetensors":
+        converted = path.with_suffix(".safetensors")
+        raise ValueError(
+            f"{path} is not a .safetensors file: FID weights are read only as safetensors, never unpickled; "
+            f"convert the released .pth once with `{CONVERT_COMMAND} {path} {converted}`"
+        )
+    return load_safetensors(path)
 
 
 def load_fid_inception(
@@ -251,19 +273,97 @@ def load_fid_inception(
     data_root: Path | None = None,
     device: str | torch.device = "cpu",
 ) -> FIDInceptionV3:
-    """Build the FID Inception-v3 and load pytorch-fid's weights (.pth via weights_only, or .safetensors).
+    """Build the FID Inception-v3 and load pytorch-fid's weights from their converted .safetensors.
 
     Every parameter and buffer must come from the file; only BatchNorm's `num_batches_tracked`
-    counters (unused in eval mode) may be absent from older files.
+    counters (unused in eval mode) may be absent from older files. A .pth is refused with the
+    command that converts it (see :func:`convert_fid_weights`).
     """
     path = find_fid_weights(weights_path, data_root)
     state = _read_state_dict(path)
     model = FIDInceptionV3()
-    result = model.load_state_dict(state, strict=False)
-    missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
-    if missing or result.unexpected_keys:
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in expected]
+    misshapen = [k for k in state if k in expected and state[k].shape != expected[k].shape]
+    if missing or unexpected or misshapen:
         raise ValueError(
             f"{path} is not the FID Inception state dict: missing {missing[:3]}, "
-            f"unexpected {result.unexpected_keys[:3]}"
+            f"unexpected {unexpected[:3]}, wrong shape {misshapen[:3]}"
         )
+    model.load_state_dict(state, strict=False)
     return model.eval().requires_grad_(False).to(device)
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file, read 1 MiB at a time."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def convert_fid_weights(
+    pth: str | Path, out: str | Path | None = None, *, expected_sha256: str = FID_WEIGHTS_SHA256
+) -> Path:
+    """Convert pytorch-fid's released weights (a pickled state dict) to .safetensors, once.
+
+    The file's full sha256 must equal ``expected_sha256`` (the release's) before it is opened: only
+    then does ``torch.load(weights_only=True)``, the package's one unpickling call, read it. Writes
+    ``out`` (default: ``pth`` with the suffix .safetensors) by renaming a complete file, and returns it.
+    Raises FileNotFoundError or a one-line ValueError naming the file and what was expected.
+    """
+    pth = Path(pth)
+    out = pth.with_suffix(".safetensors") if out is None else Path(out)
+    if not re.fullmatch(r"[0-9a-f]{64}", expected_sha256):
+        raise ValueError(f"expected sha256 {expected_sha256!r} is not 64 lowercase hex digits")
+    if out.suffix != ".safetensors":
+        raise ValueError(f"output {out} must end in .safetensors")
+    if not pth.is_file():
+        raise FileNotFoundError(f"{pth} not found; download {FID_WEIGHTS_URL}")
+    digest = file_sha256(pth)
+    if digest != expected_sha256:
+        raise ValueError(
+            f"{pth} has sha256 {digest}, not {expected_sha256} ({FID_WEIGHTS_NAME}.pth): "
+            f"not converted, nothing unpickled; download {FID_WEIGHTS_URL} again"
+        )
+    try:
+        state = torch.load(pth, map_location="cpu", weights_only=True)
+    except Exception as error:  # the bytes are the expected ones, so this is a torch version problem
+        raise ValueError(
+            f"{pth}: torch.load(weights_only=True) failed: {type(error).__name__}: {error}"
+        ) from None
+    if not (isinstance(state, dict) and state and all(isinstance(v, Tensor) for v in state.values())):
+        raise ValueError(f"{pth} does not hold a state dict of tensors")
+    partial = out.with_name(f".{out.name}.part")
+    tensors = {str(name): value.detach().clone() for name, value in state.items()}  # no shared storage
+    save_file(tensors, str(partial), metadata={"source": pth.name, "source_sha256": digest})
+    partial.replace(out)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m ddpm.eval.inception convert IN.pth [OUT.safetensors] [--sha256 HEX]``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m ddpm.eval.inception", description="Convert the FID Inception weights to safetensors."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    convert = commands.add_parser("convert", help=f"check {FID_WEIGHTS_NAME}.pth's sha256 and convert it")
+    convert.add_argument("pth", type=Path, help=f"the downloaded {FID_WEIGHTS_NAME}.pth")
+    convert.add_argument("out", type=Path, nargs="?", help="where to write (default: IN with .safetensors)")
+    convert.add_argument(
+        "--sha256", default=FID_WEIGHTS_SHA256, help="expected sha256 (default: the release's)"
+    )
+    args = parser.parse_args(argv)
+    try:
+        out = convert_fid_weights(args.pth, args.out, expected_sha256=args.sha256)
+    except (OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
