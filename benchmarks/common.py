@@ -29,12 +29,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ddpm.configio import apply_override, parse_override
 from ddpm.diffusion import make_schedule
 from ddpm.diffusion.losses import DiffusionLoss
 from ddpm.nets import UNET_PRESETS, UNet, UNetConfig, count_parameters
 from ddpm.nets.diffusers_unet import unet_config_to_diffusers
 from ddpm.train.config import OptimConfig, TrainConfig, config_from_dict, config_to_dict
-from ddpm.train.configio import apply_override, parse_override
 from ddpm.train.ema import EMA
 from ddpm.train.loop import build_optimizer
 
@@ -396,8 +396,9 @@ def diffusers_train_step(
 def ours_sampler(
     config: UNetConfig, batch: int, steps: int, *, channels_last: bool = False
 ) -> Callable[[], None]:
-    """DDIM with ``steps`` network evaluations as ddpm.pipeline runs it: the net as build_net makes it
+    """DDIM with ``steps`` network evaluations as ddpm.model runs it: the net as build_net makes it
     (NCHW), eval mode, inference_mode, x̂₀ clipped to [-1, 1]; ``channels_last`` converts the net."""
+    from ddpm.diffusion.prediction import Parameterized
     from ddpm.diffusion.samplers import ddim_sample, sample_seeds
 
     torch.manual_seed(0)
@@ -405,13 +406,13 @@ def ours_sampler(
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
     schedule = make_schedule("linear", 1000)
+    denoiser = Parameterized(net, schedule, "eps", clip_x0=1.0)
     seeds = sample_seeds(0, batch)
     size = config.image_size
 
     def run() -> None:
         with torch.inference_mode():
-            ddim_sample(net, schedule, (batch, config.in_channels, size, size), steps=steps, seeds=seeds,
-                        clip_x0=1.0)  # fmt: skip
+            ddim_sample(denoiser, schedule, (batch, config.in_channels, size, size), steps=steps, seeds=seeds)
 
     run.model = net  # type: ignore[attr-defined]
     return run

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import statistics
@@ -25,6 +24,8 @@ import tempfile
 from pathlib import Path
 
 import torch
+
+from ddpm.rundir import RunDir
 
 
 def measure(nproc: int, args: argparse.Namespace, threads: int, out: Path) -> float:
@@ -38,7 +39,7 @@ def measure(nproc: int, args: argparse.Namespace, threads: int, out: Path) -> fl
         command += ["--set", setting]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     subprocess.run(command, check=True, env=env, capture_output=True, text=True)
-    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    records = RunDir(out).log_records()
     return statistics.median(record["img_per_s"] for record in records[1:])
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import time
 from pathlib import Path
 
@@ -20,8 +19,9 @@ from common import with_overrides
 from sklearn.linear_model import LogisticRegression
 
 from ddpm.data import load_dataset
-from ddpm.pipeline import build_model, load
-from ddpm.train.checkpoint import list_checkpoints
+from ddpm.model import build_model, load
+from ddpm.rundir import RunDir
+from ddpm.train.config import model_spec
 from ddpm.train.presets import get_preset
 from ddpm.train.run import train
 
@@ -63,18 +63,19 @@ def main() -> None:
     train(config, out, overwrite=True, log=lambda *_: None)
     cpu_s, wall_s = time.process_time() - started[0], time.perf_counter() - started[1]
     clf = classifier()
+    ddim = {"sampler": "ddim", "steps": args.sample_steps}  # as the recorded figures were drawn
     rows = {
         "untrained": score(
-            clf, build_model(config, (1, 8, 8), "images").sample(args.n, steps=args.sample_steps)
+            clf, build_model(model_spec(config, (1, 8, 8), "images")).sample(args.n, **ddim)
         )
     }
     real = load_dataset("digits", split="test")
     rows["real test"] = score(clf, real.batch(np.arange(len(real))))
-    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
-    for path in list_checkpoints(out):
+    log = RunDir(out).log_records()
+    for path in RunDir(out).checkpoints():
         step = int(path.name.split("_")[1])
         elapsed = next((r["time_s"] for r in log if r["step"] >= step), float("nan"))
-        rows[f"step {step} ({elapsed:.0f}s)"] = score(clf, load(path).sample(args.n, steps=args.sample_steps))
+        rows[f"step {step} ({elapsed:.0f}s)"] = score(clf, load(path).sample(args.n, **ddim))
     print(f"training: {args.steps} steps, {wall_s:.0f}s wall, {cpu_s:.0f}s CPU; overrides {args.set}")
     for name, row in rows.items():
         print(f"{name:>24}: {row}")

@@ -31,6 +31,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ddpm.diffusion import make_schedule
 from ddpm.diffusion.losses import DiffusionLoss
+from ddpm.diffusion.prediction import Parameterized
 from ddpm.diffusion.samplers import ddim_sample, sample_seeds
 from ddpm.nets import UNET_PRESETS, UNet, count_parameters
 from ddpm.train.ema import EMA
@@ -144,6 +145,7 @@ class Trainer:
 
 def sampler_run(plan: Plan, net: Any) -> Callable[[], None]:
     schedule = make_schedule("linear", 1000)
+    denoiser = Parameterized(net, schedule, "eps", clip_x0=1.0)
     seeds = sample_seeds(0, plan.sample_batch)
     size = plan.config.image_size
     shape = (plan.sample_batch, plan.config.in_channels, size, size)
@@ -151,7 +153,7 @@ def sampler_run(plan: Plan, net: Any) -> Callable[[], None]:
 
     def run() -> None:
         with torch.inference_mode(), bf16(plan.device):
-            ddim_sample(net, schedule, noise, steps=plan.sample_steps, seeds=seeds, clip_x0=1.0)
+            ddim_sample(denoiser, schedule, noise, steps=plan.sample_steps, seeds=seeds)
 
     return run
 

@@ -26,7 +26,8 @@ from ddpm import editing
 from ddpm.data import load_dataset
 from ddpm.eval.classifier import load_or_train_classifier
 from ddpm.eval.metrics import frechet_distance
-from ddpm.pipeline import load
+from ddpm.model import load
+from ddpm.viz.editing import class_grid_figure, guidance_sweep_figure
 from ddpm.viz.figures import save_figure
 
 
@@ -70,8 +71,9 @@ def main() -> None:
     for s in args.scales:
         start = time.perf_counter()
         images, labels = editing.sample_classes(
-            model, "all", guidance=s, n_per_class=args.n_per_class, steps=args.steps, seed=args.seed
-        )
+            model, "all", guidance=s, n_per_class=args.n_per_class, sampler="ddim", steps=args.steps,
+            seed=args.seed,
+        )  # DDIM, as the recorded figures were drawn (the run's own sampler is the library default now)
         with torch.inference_mode():
             feats, logits = features_and_logits(classifier, images)
         correct = logits.argmax(1) == labels
@@ -89,11 +91,13 @@ def main() -> None:
         grid_n = min(args.n_per_class, 8)
         grid = images.reshape(model.num_classes, args.n_per_class, *images.shape[1:])[:, :grid_n]
         grid_labels = labels[:: args.n_per_class].repeat_interleave(grid_n)
-        figure = editing.class_grid_figure(grid.reshape(-1, *images.shape[1:]), grid_labels, grid_n)
+        figure = class_grid_figure(grid.reshape(-1, *images.shape[1:]), grid_labels, grid_n)
         save_figure(figure, out_dir / f"classes_s{s:g}.png")
     for label in (0, model.num_classes // 2):
-        sweep = editing.guidance_sweep(model, label, args.scales, n=8, seed=args.seed, steps=args.steps)
-        save_figure(editing.guidance_sweep_figure(sweep, args.scales), out_dir / f"sweep_class{label}.png")
+        sweep = editing.guidance_sweep(
+            model, label, args.scales, n=8, seed=args.seed, sampler="ddim", steps=args.steps
+        )
+        save_figure(guidance_sweep_figure(sweep, args.scales), out_dir / f"sweep_class{label}.png")
 
     summary = {"run": str(args.run_dir), "data": args.data, "steps": args.steps, "rows": rows}
     (out_dir / "sweep.json").write_text(json.dumps(summary, indent=2) + "\n")

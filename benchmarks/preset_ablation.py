@@ -20,7 +20,8 @@ import torch
 from common import mean_over_sets, with_overrides
 
 from ddpm.eval.evaluate import prepare, score
-from ddpm.pipeline import load
+from ddpm.model import load
+from ddpm.rundir import RunDir
 from ddpm.train.presets import get_preset, preset_for_data, with_data
 from ddpm.train.run import stored_config, train
 
@@ -100,7 +101,7 @@ def main() -> None:
         name, overrides = parse_variant(text)
         if args.rescore:
             row = {"variant": name, "overrides": overrides, **score_run(out / name, args)}
-            row["steps"] = json.loads((out / name / "log.jsonl").read_text().splitlines()[-1])["step"]
+            row["steps"] = RunDir(out / name).log_records()[-1]["step"]
         else:
             row = run_variant(args, name, overrides)
         with open(out / "results.jsonl", "a") as fh:

@@ -3,7 +3,7 @@
 Training: whole optimizer steps as ddpm.train.loop runs them (Algorithm-1 loss forward + backward,
 AdamW, global-norm clipping, EMA update) at the preset's batch size; cifar10 and celebahq256 are
 capped at --max-batch. Sampling: the preset's preview sampler and step count through
-ddpm.pipeline.build_model(...).sample_with_result with an untrained net (speed does not depend on
+ddpm.model.build_model(...).sample_with_result with an untrained net (speed does not depend on
 the weights), batch min(256, cap). For cifar10 and celebahq256 the timed sampling run is cut to
 --max-sample-steps steps: every step costs the same network evaluations, so images/s of the full run
 is the measured NFE/s divided by the full run's NFE per image (counted with a zero denoiser).
@@ -36,9 +36,9 @@ from torch import Tensor, nn
 
 from ddpm.diffusion import make_schedule
 from ddpm.diffusion.losses import DiffusionLoss
+from ddpm.model import DiffusionModel, build_model
 from ddpm.nets import MLPConfig, UNetConfig, build_net, count_parameters
-from ddpm.pipeline import DiffusionModel, build_model
-from ddpm.train.config import TrainConfig
+from ddpm.train.config import TrainConfig, model_spec
 from ddpm.train.ema import EMA
 from ddpm.train.loop import build_optimizer
 from ddpm.train.presets import PRESETS, get_preset
@@ -105,7 +105,7 @@ class _ZeroDenoiser(nn.Module):
 
 
 def nfe_per_image(config: TrainConfig, shape: tuple[int, ...], kind: str, sampler: str, steps: int) -> int:
-    model = build_model(config, shape, kind, net=_ZeroDenoiser())
+    model = build_model(model_spec(config, shape, kind), net=_ZeroDenoiser())
     return model.sample_with_result(1, sampler=sampler, steps=steps)[0].nfe
 
 
@@ -137,7 +137,7 @@ def measure(name: str, args: argparse.Namespace) -> dict[str, Any]:
     n = min(cap, args.quick_samples) if args.quick else cap
     steps = min(full_steps, args.max_sample_steps) if big and args.max_sample_steps else full_steps
     torch.manual_seed(0)
-    model = build_model(config, shape, kind)
+    model = build_model(model_spec(config, shape, kind))
     nfe: dict[str, int] = {}
 
     def sample() -> None:

@@ -186,7 +186,7 @@ def run_ours(args, data: np.ndarray, report) -> None:
 
     from common import with_overrides  # ours' venv only: common imports the package
 
-    from ddpm.pipeline import load
+    from ddpm.model import load
     from ddpm.train.presets import get_preset, with_data
     from ddpm.train.run import train
 

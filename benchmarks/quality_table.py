@@ -16,8 +16,7 @@ from pathlib import Path
 import torch
 
 from ddpm.eval.evaluate import prepare, real_floor, score
-from ddpm.pipeline import build_model, load
-from ddpm.train.run import stored_config
+from ddpm.model import build_model, load
 
 COLUMNS = ["fd_classifier", "kid_classifier", "precision", "recall", "is_classifier", "confidence",
            "class_coverage"]  # fmt: skip
@@ -36,7 +35,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     options = {"sampler": args.sampler, "steps": args.steps, "seed": 0}
     models = [load(run) for run in args.runs]
-    untrained = build_model(stored_config(args.runs[0]), models[0].sample_shape, "images")
+    untrained = build_model(models[0].spec)  # the same model, untrained: the baseline
     evaluation = prepare(args.data, args.n, progress=False)  # classifier and reference, loaded once
     rows = {
         "real train vs test (floor)": real_floor(args.data, args.n, progress=False),

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from ddpm.eval.evaluate import prepare, score
-from ddpm.pipeline import load
+from ddpm.model import load
 from ddpm.train.run import stored_config
 from ddpm.viz.curves import plot_quality_vs_steps
 from ddpm.viz.figures import save_figure

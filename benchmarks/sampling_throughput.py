@@ -2,7 +2,7 @@
 UNet2DModel with the identical architecture, and lucidrains' nearest Unet, interleaved (issue 6).
 
 A run is a whole DDIM sampling loop of --steps steps for a batch, as each package samples:
-ours as ddpm.pipeline does (ddim_sample under torch.inference_mode, the net as build_net makes it),
+ours as ddpm.model does (ddim_sample under torch.inference_mode, the net as build_net makes it),
 diffusers as DDIMPipeline.__call__ (torch.no_grad, scheduler.step), diffusers given our tricks
 (channels_last, inference_mode), lucidrains as GaussianDiffusion.sample with DDIM steps.
 NFE/s counts one network evaluation per image per step.

@@ -41,14 +41,8 @@ from pathlib import Path
 
 import torch
 
-from ddpm.train.checkpoint import (
-    CHECKPOINT_PATTERN,
-    SCRATCH_PATTERN,
-    CheckpointError,
-    latest_valid_checkpoint,
-    load_checkpoint,
-    verify_checkpoint,
-)
+from ddpm.rundir import CHECKPOINT_PATTERN, SCRATCH_PATTERN, CheckpointError, RunDir, verify_checkpoint
+from ddpm.train.checkpoint import load_checkpoint
 
 TINY_MODEL = [
     "--set", "model.base_channels=16", "--set", "model.num_res_blocks=1", "--set", "model.num_groups=8",
@@ -190,7 +184,7 @@ def audit(run_dir: Path, report: Report, label: str, *, clean_pid: int | None = 
     if scratch:
         report.problem(f"{label}: the process left temporary folders {scratch}")
     skipped: list[str] = []
-    newest = latest_valid_checkpoint(run_dir, warn=skipped.append)
+    newest = RunDir(run_dir).latest_checkpoint(warn=skipped.append)
     if skipped:
         report.problem(f"{label}: resume would skip invalid checkpoints: {skipped}")
     if (run_dir / "config.toml").exists():
@@ -308,7 +302,7 @@ LOG_FIELDS = ("step", "loss", "lr", "grad_norm", "epoch", "skipped_steps")
 
 def compare_runs(reference: Path, chain: Path, report: Report, label: str) -> None:
     """Final tensors torch.equal, same meta counters, same log records (but for timings)."""
-    newest = [latest_valid_checkpoint(p, warn=lambda _: None) for p in (reference, chain)]
+    newest = [RunDir(p).latest_checkpoint(warn=lambda _: None) for p in (reference, chain)]
     if None in newest:
         report.problem(f"{label}: a run has no checkpoint: {newest}")
         return
@@ -370,7 +364,7 @@ def disk_full_check(run_dir: Path, steps: int, report: Report) -> None:
     """Resume a run whose next checkpoint cannot be written: a tiny tmpfs (root) or a file size limit."""
     mount = run_dir.parent / "tmpfs"
     mount.mkdir(exist_ok=True)
-    newest = latest_valid_checkpoint(run_dir, warn=lambda _: None)
+    newest = RunDir(run_dir).latest_checkpoint(warn=lambda _: None)
     size = sum(f.stat().st_size for f in newest.iterdir())
     mounted = (
         os.geteuid() == 0
@@ -449,7 +443,7 @@ def run_suite(
                 work / "reference" / "run", work / name / "run", report, f"{name} chain vs reference"
             )
     if flips:
-        newest = latest_valid_checkpoint(work / "reference" / "run", warn=lambda _: None)
+        newest = RunDir(work / "reference" / "run").latest_checkpoint(warn=lambda _: None)
         detected, loaded = flip_trials(newest, work / "flips", flips, rng)
         report.say(f"byte flips and truncations: {detected} of {flips} detected, {loaded} loaded")
         if loaded:

@@ -10,6 +10,7 @@ import torch
 
 from ddpm.diffusion import make_schedule, predict_x0_eps
 from ddpm.diffusion.guidance import ClassifierFreeGuidance, guided_output
+from ddpm.diffusion.prediction import Parameterized
 from ddpm.diffusion.samplers import SAMPLERS, sample_seeds
 
 NULL = 10  # "no label" of a 10-class model
@@ -131,8 +132,9 @@ def test_every_sampler_runs_the_wrapper_like_a_hand_guided_model(name):
         toy = ConditionalToy()
         return guided_output(toy(x_t, t, class_labels=class_labels), toy(x_t, t), s)
 
-    def run(model, **cond):
-        return SAMPLERS[name](model, SCHEDULE, (4, 1, 3, 3), seeds=seeds, cond=cond, **options).samples
+    def run(model, **cond):  # guidance wraps the raw network, inside the parameterization
+        denoiser = Parameterized(model, SCHEDULE)
+        return SAMPLERS[name](denoiser, SCHEDULE, (4, 1, 3, 3), seeds=seeds, cond=cond, **options).samples
 
     wrapped = run(ClassifierFreeGuidance(ConditionalToy(), s, NULL), class_labels=labels)
     torch.testing.assert_close(wrapped, run(by_hand, class_labels=labels), rtol=0, atol=1e-5)

@@ -12,6 +12,7 @@ import torch
 
 from ddpm.diffusion import make_schedule
 from ddpm.diffusion.inversion import ddim_invert, ddim_reconstruct, slerp
+from ddpm.diffusion.prediction import Parameterized
 from ddpm.diffusion.samplers import ddim_sample, timesteps
 
 SCHEDULE = make_schedule("linear", 1000)
@@ -31,11 +32,13 @@ def _flow_map(x0, steps):
 
 @pytest.mark.parametrize("parameterization", ["eps", "x0", "v"])
 def test_inversion_converges_to_the_exact_flow_map_at_first_order(gaussian_denoiser, parameterization):
-    model = gaussian_denoiser(SCHEDULE, MEAN, STD, parameterization)
+    denoiser = Parameterized(
+        gaussian_denoiser(SCHEDULE, MEAN, STD, parameterization), SCHEDULE, parameterization
+    )
     x0 = _data()
     errors = []
     for steps in (10, 100, 1000):
-        latents = ddim_invert(model, SCHEDULE, x0, parameterization=parameterization, steps=steps)
+        latents = ddim_invert(denoiser, SCHEDULE, x0, steps=steps)
         errors.append(float((latents - _flow_map(x0, steps)).abs().max()))
     # measured: 0.215, 0.0203, 0.0027 (the same for every parameterization)
     assert errors[2] < 0.005
@@ -44,11 +47,13 @@ def test_inversion_converges_to_the_exact_flow_map_at_first_order(gaussian_denoi
 
 @pytest.mark.parametrize("parameterization", ["eps", "x0", "v"])
 def test_reconstruction_error_shrinks_with_steps(gaussian_denoiser, parameterization):
-    model = gaussian_denoiser(SCHEDULE, MEAN, STD, parameterization)
+    denoiser = Parameterized(
+        gaussian_denoiser(SCHEDULE, MEAN, STD, parameterization), SCHEDULE, parameterization
+    )
     x0 = _data()
     mse = {}
     for steps in (10, 100, 1000):
-        _, rebuilt = ddim_reconstruct(model, SCHEDULE, x0, parameterization=parameterization, steps=steps)
+        _, rebuilt = ddim_reconstruct(denoiser, SCHEDULE, x0, steps=steps)
         mse[steps] = float((rebuilt - x0).pow(2).mean())
     # measured: 2.2e-2, 2.6e-4, 2.7e-6
     assert mse[1000] < 1e-5
@@ -60,8 +65,10 @@ def test_a_model_blind_to_x_t_is_inverted_exactly():
     # inversion is the exact inverse of the DDIM sampler (eq. 12), for any number of steps.
     eps_field = torch.randn(3, 1, 5, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
 
-    def blind(x_t, t):
+    def blind_net(x_t, t):
         return eps_field + 1e-3 * t.double().reshape(-1, 1, 1, 1)  # depends on t, not on x_t
+
+    blind = Parameterized(blind_net, SCHEDULE)
 
     x0 = torch.randn(3, 1, 5, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     for steps in (1, 7, 50):
@@ -80,25 +87,24 @@ def test_inversion_is_deterministic_keeps_dtype_and_passes_cond(gaussian_denoise
 
     x0 = _data(torch.float32)
     labels = torch.arange(8)
-    first = ddim_invert(model, SCHEDULE, x0, steps=20, cond={"class_labels": labels})
-    second = ddim_invert(model, SCHEDULE, x0, steps=20, cond={"class_labels": labels})
+    denoiser = Parameterized(model, SCHEDULE)
+    first = ddim_invert(denoiser, SCHEDULE, x0, steps=20, cond={"class_labels": labels})
+    second = ddim_invert(denoiser, SCHEDULE, x0, steps=20, cond={"class_labels": labels})
     assert torch.equal(first, second) and first.dtype == torch.float32
     assert len(calls) == 40 and all(c is labels for c in calls)
 
 
 def test_callback_sees_timesteps_from_low_to_high_noise(gaussian_denoiser):
     seen = []
-    ddim_invert(gaussian_denoiser(SCHEDULE, MEAN, STD), SCHEDULE, _data(), steps=5,
+    ddim_invert(Parameterized(gaussian_denoiser(SCHEDULE, MEAN, STD), SCHEDULE), SCHEDULE, _data(), steps=5,
                 callback=lambda i, t, x: seen.append((i, t)))  # fmt: skip
     assert seen == [(0, 0), (1, 200), (2, 400), (3, 600), (4, 800)]
 
 
 def test_inversion_errors(gaussian_denoiser):
-    model = gaussian_denoiser(SCHEDULE, MEAN, STD)
+    model = Parameterized(gaussian_denoiser(SCHEDULE, MEAN, STD), SCHEDULE)
     with pytest.raises(ValueError, match=r"x0 must be a floating tensor \(B, …\)"):
         ddim_invert(model, SCHEDULE, torch.zeros(2, 3, dtype=torch.long))
-    with pytest.raises(ValueError, match=r"unknown parameterization 'score'"):
-        ddim_invert(model, SCHEDULE, _data(), parameterization="score")
     with pytest.raises(ValueError, match=r"steps=0 is invalid"):
         ddim_invert(model, SCHEDULE, _data(), steps=0)
 

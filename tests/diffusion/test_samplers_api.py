@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from ddpm.diffusion.prediction import Parameterized, Prediction, to_prediction
 from ddpm.diffusion.samplers import (
     SAMPLERS,
     ancestral_sample,
@@ -23,7 +24,10 @@ RUNS = {  # stochastic settings, so that per-step noise matters
 
 
 def run(name, model, shape_or_noise, **kwargs):
-    return SAMPLERS[name](model, SCHEDULE, shape_or_noise, **{**RUNS[name], **kwargs})
+    """SAMPLERS[name] over the ε-network ``model``, wrapped as every caller wraps a network."""
+    return SAMPLERS[name](
+        Parameterized(model, SCHEDULE), SCHEDULE, shape_or_noise, **{**RUNS[name], **kwargs}
+    )
 
 
 def test_registry_names_the_two_samplers():
@@ -79,8 +83,9 @@ def test_default_seeds_are_sample_seeds_zero(name, toy_denoiser):
 @pytest.mark.parametrize("spacing", ["uniform", "trailing"])
 def test_ddim_eta_one_is_ancestral_beta_tilde_on_the_same_steps(spacing, toy_denoiser):
     seeds = sample_seeds(8, 4)
-    ddim = ddim_sample(toy_denoiser, SCHEDULE, (4, 6), steps=10, eta=1.0, spacing=spacing, seeds=seeds)
-    ancestral = ancestral_sample(toy_denoiser, SCHEDULE, (4, 6), steps=10, spacing=spacing,
+    denoiser = Parameterized(toy_denoiser, SCHEDULE)
+    ddim = ddim_sample(denoiser, SCHEDULE, (4, 6), steps=10, eta=1.0, spacing=spacing, seeds=seeds)
+    ancestral = ancestral_sample(denoiser, SCHEDULE, (4, 6), steps=10, spacing=spacing,
                                  variance="beta_tilde", seeds=seeds)  # fmt: skip
     torch.testing.assert_close(ddim.samples, ancestral.samples, rtol=1e-5, atol=1e-5)
 
@@ -90,12 +95,12 @@ def test_ddim_eta_one_step_is_ancestral_beta_tilde_step(clip):
     g = torch.Generator().manual_seed(0)
     x_t, output, noise = (torch.randn(4, 8, generator=g, dtype=torch.float64) for _ in range(3))
     for alpha_bar, alpha_bar_prev in [(0.1, 0.3), (0.5, 0.9), (0.98, 1.0)]:
-        ddim, ddim_x0 = ddim_step(x_t, output, alpha_bar, alpha_bar_prev, eta=1.0, clip_x0=clip, noise=noise)
-        anc, anc_x0 = ancestral_step(
-            x_t, output, alpha_bar, alpha_bar_prev, variance="beta_tilde", clip_x0=clip, noise=noise
+        prediction = to_prediction(x_t, output, torch.tensor(alpha_bar, dtype=torch.float64), "eps", clip)
+        ddim = ddim_step(x_t, prediction, alpha_bar, alpha_bar_prev, eta=1.0, noise=noise)
+        anc = ancestral_step(
+            x_t, prediction.x0, alpha_bar, alpha_bar_prev, variance="beta_tilde", noise=noise
         )
         torch.testing.assert_close(ddim, anc, rtol=1e-12, atol=1e-12)
-        assert torch.equal(ddim_x0, anc_x0)
 
 
 @pytest.mark.parametrize("name", ["ddpm", "ddim"])
@@ -110,7 +115,7 @@ def test_nfe_counts_model_calls(name, toy_denoiser):
     assert result.nfe == len(calls) == 7
     assert [int(t[0]) for t in calls] == timesteps(100, 7).tolist()
     assert all(t.dtype == torch.int64 and t.shape == (2,) and (t == t[0]).all() for t in calls)
-    assert ancestral_sample(model, SCHEDULE, (2, 3)).nfe == 100  # steps=None: the full chain
+    assert ancestral_sample(Parameterized(model, SCHEDULE), SCHEDULE, (2, 3)).nfe == 100  # steps=None: all T
 
 
 @pytest.mark.parametrize("name", ["ddpm", "ddim"])
@@ -170,7 +175,8 @@ def test_dtype_and_device_follow_the_arguments(name, toy_denoiser):
 
 
 def test_clip_bounds_the_prediction(toy_denoiser):
-    result = ddim_sample(toy_denoiser, SCHEDULE, (4, 5), steps=10, clip_x0=0.25, trajectory_steps="all")
+    denoiser = Parameterized(toy_denoiser, SCHEDULE, clip_x0=0.25)
+    result = ddim_sample(denoiser, SCHEDULE, (4, 5), steps=10, trajectory_steps="all")
     assert all(s.x0_pred.abs().max() <= 0.25 for s in result.trajectory)
 
 
@@ -178,11 +184,9 @@ def test_clip_bounds_the_prediction(toy_denoiser):
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"parameterization": "score"}, "unknown parameterization 'score'; allowed: eps, x0, v"),
         ({"spacing": "leading"}, "unknown spacing 'leading'; allowed: uniform, trailing, quadratic"),
         ({"steps": 0}, r"steps=0 is invalid; it must be an integer in 1…100"),
         ({"steps": 101}, r"steps=101 is invalid"),
-        ({"clip_x0": 0.0}, r"clip_x0=0.0 is invalid; use None \(no clipping\) or a positive bound"),
         ({"seeds": [1, 2]}, r"got 2 seeds for a batch of 3; give one seed per sample"),
         ({"seeds": [1, 2, -3]}, r"seed -3 is invalid"),
         ({"trajectory_steps": "some"}, r"trajectory_steps='some' is invalid; use None, 'all' or timesteps"),
@@ -219,7 +223,7 @@ def test_model_output_of_another_shape_is_rejected(name):
 
 def test_unknown_variance_is_rejected(toy_denoiser):
     with pytest.raises(ValueError, match="unknown variance 'learned'; allowed: beta, beta_tilde"):
-        ancestral_sample(toy_denoiser, SCHEDULE, (2, 3), variance="learned")
+        ancestral_sample(Parameterized(toy_denoiser, SCHEDULE), SCHEDULE, (2, 3), variance="learned")
     with pytest.raises(ValueError, match="unknown variance 'large'"):
         ancestral_step(torch.zeros(1), torch.zeros(1), 0.5, 0.9, variance="large")
 
@@ -227,6 +231,6 @@ def test_unknown_variance_is_rejected(toy_denoiser):
 @pytest.mark.parametrize("eta", [-0.1, 1.5])
 def test_eta_outside_unit_interval_is_rejected(eta, toy_denoiser):
     with pytest.raises(ValueError, match=rf"eta={eta} is invalid; DDIM needs 0 ≤ eta ≤ 1"):
-        ddim_sample(toy_denoiser, SCHEDULE, (2, 3), eta=eta)
+        ddim_sample(Parameterized(toy_denoiser, SCHEDULE), SCHEDULE, (2, 3), eta=eta)
     with pytest.raises(ValueError, match=rf"eta={eta} is invalid"):
-        ddim_step(torch.zeros(1), torch.zeros(1), 0.5, 0.9, eta=eta)
+        ddim_step(torch.zeros(1), Prediction(torch.zeros(1), torch.zeros(1)), 0.5, 0.9, eta=eta)

@@ -12,6 +12,7 @@ import math
 import pytest
 import torch
 
+from ddpm.diffusion.prediction import Parameterized
 from ddpm.diffusion.samplers import ancestral_sample, ddim_sample, respaced_chain, sample_seeds, timesteps
 from ddpm.diffusion.schedules import make_schedule
 
@@ -60,16 +61,18 @@ def assert_matches_law(samples: torch.Tensor, law: tuple[float, float]) -> None:
 @pytest.mark.parametrize("parameterization", ["eps", "x0", "v"])
 def test_ddim_reproduces_exact_law(schedule_name, parameterization, gaussian_denoiser):
     schedule = make_schedule(schedule_name)
-    model = gaussian_denoiser(schedule, MEAN, STD, parameterization)
-    result = ddim_sample(model, schedule, (2000, 16), parameterization=parameterization, steps=50)
+    denoiser = Parameterized(
+        gaussian_denoiser(schedule, MEAN, STD, parameterization), schedule, parameterization
+    )
+    result = ddim_sample(denoiser, schedule, (2000, 16), steps=50)
     assert_matches_law(result.samples, exact_law(schedule, 50, "ddim"))
 
 
 @pytest.mark.parametrize("variance", ["beta", "beta_tilde"])
 def test_full_ancestral_chain_reproduces_exact_law(variance, gaussian_denoiser):
     schedule = make_schedule("linear")
-    model = gaussian_denoiser(schedule, MEAN, STD)
-    result = ancestral_sample(model, schedule, (200, 128), variance=variance, seeds=sample_seeds(1, 200))
+    denoiser = Parameterized(gaussian_denoiser(schedule, MEAN, STD), schedule)
+    result = ancestral_sample(denoiser, schedule, (200, 128), variance=variance, seeds=sample_seeds(1, 200))
     assert_matches_law(result.samples, exact_law(schedule, 1000, "ancestral", variance))
 
 
@@ -77,9 +80,11 @@ def test_full_ancestral_chain_reproduces_exact_law(variance, gaussian_denoiser):
 @pytest.mark.parametrize("variance", ["beta", "beta_tilde"])
 def test_respaced_ancestral_reproduces_exact_law(parameterization, variance, gaussian_denoiser):
     schedule = make_schedule("cosine")
-    model = gaussian_denoiser(schedule, MEAN, STD, parameterization)
-    result = ancestral_sample(model, schedule, (500, 48), parameterization=parameterization, steps=100,
-                              variance=variance, seeds=sample_seeds(2, 500))  # fmt: skip
+    denoiser = Parameterized(
+        gaussian_denoiser(schedule, MEAN, STD, parameterization), schedule, parameterization
+    )
+    result = ancestral_sample(denoiser, schedule, (500, 48), steps=100, variance=variance,
+                              seeds=sample_seeds(2, 500))  # fmt: skip
     assert_matches_law(result.samples, exact_law(schedule, 100, "ancestral", variance))
 
 
@@ -106,7 +111,9 @@ def test_parameterizations_of_one_denoiser_give_the_same_samples(sampler, gaussi
     schedule = make_schedule("linear")
     run = ddim_sample if sampler == "ddim" else ancestral_sample
     results = [
-        run(gaussian_denoiser(schedule, MEAN, STD, p), schedule, (8, 4), parameterization=p, steps=50).samples
+        run(
+            Parameterized(gaussian_denoiser(schedule, MEAN, STD, p), schedule, p), schedule, (8, 4), steps=50
+        ).samples
         for p in ("eps", "x0", "v")
     ]
     torch.testing.assert_close(results[1], results[0], rtol=0, atol=1e-4)
@@ -115,7 +122,7 @@ def test_parameterizations_of_one_denoiser_give_the_same_samples(sampler, gaussi
 
 def test_ddim_eta_zero_is_deterministic_given_x_T(gaussian_denoiser):
     schedule = make_schedule("linear")
-    model = gaussian_denoiser(schedule, MEAN, STD)
+    model = Parameterized(gaussian_denoiser(schedule, MEAN, STD), schedule)
     x_T = torch.randn(5, 3, generator=torch.Generator().manual_seed(0))
     first = ddim_sample(model, schedule, x_T, steps=20, seeds=sample_seeds(1, 5)).samples
     second = ddim_sample(model, schedule, x_T, steps=20, seeds=sample_seeds(2, 5)).samples
@@ -125,7 +132,9 @@ def test_ddim_eta_zero_is_deterministic_given_x_T(gaussian_denoiser):
 @pytest.mark.parametrize("sampler", ["ddim", "ancestral"])
 def test_two_point_mixture_keeps_its_weights(sampler, point_mixture_denoiser):
     schedule = make_schedule("linear")
-    model = point_mixture_denoiser(schedule, torch.tensor([[-1.0], [1.0]]), [0.25, 0.75])
+    model = Parameterized(
+        point_mixture_denoiser(schedule, torch.tensor([[-1.0], [1.0]]), [0.25, 0.75]), schedule
+    )
     n = 2000 if sampler == "ddim" else 1000  # ancestral draws noise per sample and step: fewer
     if sampler == "ddim":
         samples = ddim_sample(model, schedule, (n, 1), steps=50).samples
@@ -139,7 +148,7 @@ def test_two_point_mixture_keeps_its_weights(sampler, point_mixture_denoiser):
 def test_point_mass_is_hit_exactly(sampler, point_mixture_denoiser):
     schedule = make_schedule("cosine")
     point = torch.tensor([[0.3, -0.7, 0.9]])
-    model = point_mixture_denoiser(schedule, point, [1.0])
+    model = Parameterized(point_mixture_denoiser(schedule, point, [1.0]), schedule)
     run = ddim_sample if sampler == "ddim" else ancestral_sample
     samples = run(model, schedule, (6, 3), steps=10).samples  # the last step returns x̂₀ = the point
     torch.testing.assert_close(samples, point.expand(6, 3), rtol=0, atol=1e-5)

@@ -12,6 +12,7 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 from diffusers.utils.torch_utils import randn_tensor
 
+from ddpm.diffusion.prediction import Parameterized
 from ddpm.diffusion.process import q_sample, training_target
 from ddpm.diffusion.samplers import (
     ancestral_sample,
@@ -63,6 +64,12 @@ def _step_inputs(schedule, t: int, parameterization: str, seed: int) -> tuple[to
     return x_t, target + 0.1 * torch.randn(SHAPE, generator=g, dtype=torch.float64)
 
 
+def _predict(schedule, x_t, output, t: int, alpha_bar: float, parameterization: str, clip):
+    """(x̂₀, ε̂) of the given model output through the wrapper every sampler calls, at the chain's ᾱ_t."""
+    denoiser = Parameterized(lambda x, _t: output, schedule, parameterization, clip_x0=clip)
+    return denoiser(x_t, torch.full((x_t.shape[0],), t), alpha_bar)
+
+
 def _assert_same(ours: torch.Tensor, expected: torch.Tensor, where) -> None:
     """Float64 agreement to 1e-9, relative where |expected| > 1 (without clipping, cosine's x̂₀ at
     t = 999 reaches thousands: 1/√ᾱ ≈ 2·10⁴)."""
@@ -97,10 +104,10 @@ def test_ancestral_step_matches_ddpm_scheduler(
         noise = torch.randn(SHAPE, generator=torch.Generator().manual_seed(100 + i), dtype=torch.float64)
         theirs = scheduler.step(output, t, x_t, generator=torch.Generator().manual_seed(100 + i))
         last = i == steps - 1
-        ours, x0_pred = ancestral_step(
-            x_t, output, alpha_bar, alpha_bar_prev, parameterization=parameterization,
-            variance=variance, clip_x0=clip, noise=None if last else noise,
-        )  # fmt: skip
+        x0_pred = _predict(schedule, x_t, output, t, alpha_bar, parameterization, clip).x0
+        ours = ancestral_step(
+            x_t, x0_pred, alpha_bar, alpha_bar_prev, variance=variance, noise=None if last else noise
+        )
         expected = theirs.prev_sample
         if last and t > 0 and variance == "beta":
             # diffusers adds noise whenever t > 0, so also at trailing spacing's last step (σ² = 1 − ᾱ_t);
@@ -130,10 +137,11 @@ def test_ddim_step_matches_ddim_scheduler(schedule_name, parameterization, clip,
         noise = torch.randn(SHAPE, generator=torch.Generator().manual_seed(100 + i), dtype=torch.float64)
         # Ours recomputes ε̂ from the clipped x̂₀, which is diffusers' use_clipped_model_output=True.
         theirs = scheduler.step(output, t, x_t, eta=eta, use_clipped_model_output=True, variance_noise=noise)
-        ours, x0_pred = ddim_step(
-            x_t, output, alpha_bar, alpha_bar_prev, parameterization=parameterization,
-            eta=eta, clip_x0=clip, noise=noise if eta > 0 else None,
-        )  # fmt: skip
+        prediction = _predict(schedule, x_t, output, t, alpha_bar, parameterization, clip)
+        ours = ddim_step(
+            x_t, prediction, alpha_bar, alpha_bar_prev, eta=eta, noise=noise if eta > 0 else None
+        )
+        x0_pred = prediction.x0
         _assert_same(ours, theirs.prev_sample, (i, t))
         _assert_same(x0_pred, theirs.pred_original_sample, (i, t))
 
@@ -163,8 +171,8 @@ def test_ancestral_run_matches_ddpm_scheduler(
         scheduler.set_timesteps(steps)
     seeds = sample_seeds(3, 2)
     theirs = _diffusers_run(scheduler, model, seeds, (1, 4, 4))
-    ours = ancestral_sample(model, schedule, (2, 1, 4, 4), parameterization=parameterization, steps=steps,
-                            variance=variance, seeds=seeds)  # fmt: skip
+    ours = ancestral_sample(Parameterized(model, schedule, parameterization), schedule, (2, 1, 4, 4),
+                            steps=steps, variance=variance, seeds=seeds)  # fmt: skip
     assert (ours.samples - theirs).abs().max() <= 1e-5
 
 
@@ -179,5 +187,6 @@ def test_ddim_run_matches_ddim_scheduler(schedule_name, eta, spacing, point_mixt
     scheduler.set_timesteps(10)
     seeds = sample_seeds(4, 3)
     theirs = _diffusers_run(scheduler, model, seeds, (2,), eta=eta)
-    ours = ddim_sample(model, schedule, (3, 2), steps=10, eta=eta, spacing=spacing, seeds=seeds)
+    ours = ddim_sample(Parameterized(model, schedule), schedule, (3, 2), steps=10, eta=eta, spacing=spacing,
+                       seeds=seeds)  # fmt: skip
     assert (ours.samples - theirs).abs().max() <= 1e-5

@@ -3,15 +3,8 @@ import json
 import pytest
 import torch
 
-from ddpm.train.checkpoint import (
-    CheckpointError,
-    latest_valid_checkpoint,
-    list_checkpoints,
-    load_checkpoint,
-    optimizer_from_tensors,
-    save_checkpoint,
-    verify_checkpoint,
-)
+from ddpm.rundir import CheckpointError, RunDir, verify_checkpoint
+from ddpm.train.checkpoint import load_checkpoint, optimizer_from_tensors, save_checkpoint
 
 
 def _state(seed: int = 0) -> tuple[dict, dict, dict]:
@@ -43,7 +36,7 @@ def test_keep_last_prunes_only_after_the_new_one_is_complete(tmp_path):
     model, ema, optimizer = _state()
     for step in (1, 2, 3):
         save_checkpoint(tmp_path, step, model=model, ema=ema, optimizer=optimizer, meta={}, keep_last=2)
-    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_0000002", "step_0000003"]
+    assert [p.name for p in RunDir(tmp_path).checkpoints()] == ["step_0000002", "step_0000003"]
     assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith(".tmp")]
 
 
@@ -58,7 +51,7 @@ def test_corrupt_file_is_detected_and_skipped(tmp_path):
     with pytest.raises(CheckpointError, match=r"ema.safetensors does not match its manifest"):
         verify_checkpoint(newest)
     messages = []
-    assert latest_valid_checkpoint(tmp_path, warn=messages.append).name == "step_0000001"
+    assert RunDir(tmp_path).latest_checkpoint(warn=messages.append).name == "step_0000001"
     assert "skipping step_0000002" in messages[0]
 
 

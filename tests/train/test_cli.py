@@ -4,7 +4,9 @@ import re
 
 import pytest
 
-from ddpm.cli import main, make_parser, parse_duration
+from ddpm.cli import main, make_parser
+from ddpm.train.config_layers import build_train_config, parse_duration
+from ddpm.train.presets import get_preset
 
 
 def run_cli(capsys, *argv):
@@ -59,6 +61,16 @@ def test_durations():
     assert parse_duration("90") == 90
     assert parse_duration("10m") == 600
     assert parse_duration("1.5h") == 5400
+
+
+def test_config_layers_apply_in_order(tmp_path):
+    (tmp_path / "c.toml").write_text("[optim]\nlr = 0.5\n[run]\nsteps = 7\nseed = 1\n")
+    config = build_train_config(
+        "digits", config_file=tmp_path / "c.toml", overrides=["run.steps=8", "run.seed=2"],
+        flags={"run.seed": 3, "run.batch_size": None},
+    )  # fmt: skip
+    assert (config.optim.lr, config.run.steps, config.run.seed) == (0.5, 8, 3)  # file < --set < flags
+    assert config.run.batch_size == get_preset("digits").run.batch_size  # a flag left out changes nothing
 
 
 @pytest.mark.parametrize("scale", ["2", "0"])  # 0 = unconditional, 2 = guided: both steer by class

@@ -2,9 +2,9 @@ import dataclasses
 
 import pytest
 
+from ddpm.configio import ConfigError, apply_override, dumps_toml, parse_override
 from ddpm.nets import MLPConfig, UNetConfig
 from ddpm.train.config import TrainConfig, config_from_dict, config_to_dict
-from ddpm.train.configio import ConfigError, apply_override, dumps_toml, parse_override
 from ddpm.train.presets import PRESETS, get_preset, preset_for_data
 
 

@@ -21,10 +21,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from ddpm.cli import main, without_nproc
-from ddpm.train.checkpoint import latest_valid_checkpoint, load_checkpoint
+from ddpm.cli import main
+from ddpm.configio import dumps_toml
+from ddpm.rundir import RunDir
+from ddpm.train.checkpoint import load_checkpoint
 from ddpm.train.config import RunConfig, TrainConfig, config_to_dict
-from ddpm.train.configio import dumps_toml
 from ddpm.train.distributed import (
     DistContext,
     batch_plan,
@@ -33,6 +34,7 @@ from ddpm.train.distributed import (
     resolve_precision,
     share_from_main,
     torchrun_command,
+    without_nproc,
 )
 from ddpm.train.run import train
 from tests.train.conftest import tiny_digits_config
@@ -68,7 +70,7 @@ def torchrun(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
 
 
 def final(run_dir: Path):
-    return load_checkpoint(latest_valid_checkpoint(run_dir))
+    return load_checkpoint(RunDir(run_dir).latest_checkpoint())
 
 
 def losses(run_dir: Path) -> list[float]:

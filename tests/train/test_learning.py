@@ -12,7 +12,8 @@ import pytest
 from ddpm.data import load_dataset
 from ddpm.eval.evaluate import evaluate
 from ddpm.eval.metrics import sliced_wasserstein
-from ddpm.pipeline import build_model, load
+from ddpm.model import build_model, load
+from ddpm.train.config import model_spec
 from ddpm.train.presets import get_preset
 from ddpm.train.run import train
 
@@ -39,8 +40,9 @@ def test_swissroll_samples_match_held_out_points(tmp_path):
     )
     train(config, tmp_path / "run", log=lambda *_: None)
     held_out = load_dataset("swissroll", split="test", num_points=2000).data
-    trained = load(tmp_path / "run").sample(2000, sampler="ddpm", steps=100, seed=1)
-    untrained = build_model(config, (2,), "points").sample(2000, sampler="ddpm", steps=100, seed=1)
+    ancestral = {"sampler": "ddpm", "steps": 100, "seed": 1}
+    trained = load(tmp_path / "run").sample(2000, **ancestral)
+    untrained = build_model(model_spec(config, (2,), "points")).sample(2000, **ancestral)
     swd_trained = sliced_wasserstein(trained, held_out, seed=0)
     swd_untrained = sliced_wasserstein(untrained, held_out, seed=0)
     floor = sliced_wasserstein(load_dataset("swissroll", num_points=2000).data, held_out, seed=0)
@@ -71,14 +73,14 @@ def digits_models(tmp_path_factory):
     )
     run_dir = tmp_path_factory.mktemp("digits") / "run"
     train(config, run_dir, log=lambda *_: None)
-    return load(run_dir), build_model(config, (1, 8, 8), "images")
+    return load(run_dir), build_model(model_spec(config, (1, 8, 8), "images"))
 
 
 def test_digits_samples_are_recognised_and_cover_all_classes(digits_models):
     trained_model, untrained_model = digits_models
     classifier = _digit_classifier()
-    trained = _classify(classifier, trained_model.sample(300, steps=50, seed=1))
-    untrained = _classify(classifier, untrained_model.sample(300, steps=50, seed=1))
+    trained = _classify(classifier, trained_model.sample(300, sampler="ddim", steps=50, seed=1))
+    untrained = _classify(classifier, untrained_model.sample(300, sampler="ddim", steps=50, seed=1))
     confident = float((trained.max(1) >= 0.9).mean())
     confident_untrained = float((untrained.max(1) >= 0.9).mean())
     classes = len(np.unique(trained.argmax(1)))
@@ -91,7 +93,7 @@ def test_digits_samples_are_recognised_and_cover_all_classes(digits_models):
 def test_trained_digits_model_beats_the_untrained_one_on_every_metric(digits_models):
     """Issue 4: every metric of ``ddpm eval`` (classifier features) separates trained from untrained."""
     trained, untrained = (
-        evaluate(model.sample(297, steps=50, seed=2), "digits", n=297, progress=False)
+        evaluate(model.sample(297, sampler="ddim", steps=50, seed=2), "digits", n=297, progress=False)
         for model in digits_models
     )
     print({key: (round(trained[key], 4), round(untrained[key], 4)) for key in trained})

@@ -18,17 +18,10 @@ import sys
 import pytest
 import torch
 
+from ddpm.rundir import SCRATCH_PATTERN, CheckpointError, RunDir, verify_checkpoint
 from ddpm.safe_files import atomic_write_text
 from ddpm.train import checkpoint as ckpt
-from ddpm.train.checkpoint import (
-    CheckpointError,
-    latest_valid_checkpoint,
-    list_checkpoints,
-    load_checkpoint,
-    mark_best,
-    save_checkpoint,
-    verify_checkpoint,
-)
+from ddpm.train.checkpoint import load_checkpoint, mark_best, save_checkpoint
 from ddpm.train.signals import StopRequests
 
 
@@ -48,7 +41,7 @@ def _save(run_dir, step, **kwargs):
 
 
 def _scratch(run_dir):
-    return sorted(p.name for p in (run_dir / "checkpoints").iterdir() if ckpt.SCRATCH_PATTERN.match(p.name))
+    return sorted(p.name for p in (run_dir / "checkpoints").iterdir() if SCRATCH_PATTERN.match(p.name))
 
 
 def _dead_pid() -> int:
@@ -86,7 +79,7 @@ def test_a_failed_save_leaves_the_previous_checkpoints_and_no_trace(tmp_path, mo
     else:
         with pytest.raises(KeyboardInterrupt):
             _save(tmp_path, 2, keep_last=1)
-    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_0000001"]
+    assert [p.name for p in RunDir(tmp_path).checkpoints()] == ["step_0000001"]
     assert _scratch(tmp_path) == []
     assert load_checkpoint(first).meta["x"] == 1
 
@@ -97,8 +90,8 @@ def test_a_failed_resave_of_the_same_step_keeps_the_old_copy(tmp_path, monkeypat
     monkeypatch.setattr(ckpt.os, "replace", _replace_failing_on_second_call(os.replace, error))
     with pytest.raises(type(error)):
         save_checkpoint(tmp_path, 1, **{**_state(5), "meta": {"x": "new"}})
-    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_0000001"]
-    assert load_checkpoint(list_checkpoints(tmp_path)[0]).meta["x"] == 1  # the old copy is back
+    assert [p.name for p in RunDir(tmp_path).checkpoints()] == ["step_0000001"]
+    assert load_checkpoint(RunDir(tmp_path).checkpoints()[0]).meta["x"] == 1  # the old copy is back
     assert _scratch(tmp_path) == []
 
 
@@ -119,10 +112,10 @@ def test_a_crash_between_the_renames_of_a_resave_is_recovered(tmp_path):
     path = _save(tmp_path, 4)
     aside = path.parent / f".old-step_0000004-{_dead_pid()}"
     os.replace(path, aside)
-    assert list_checkpoints(tmp_path) == [aside]  # served from the aside copy
-    assert latest_valid_checkpoint(tmp_path) == aside and load_checkpoint(aside).step == 4
+    assert RunDir(tmp_path).checkpoints() == [aside]  # served from the aside copy
+    assert RunDir(tmp_path).latest_checkpoint() == aside and load_checkpoint(aside).step == 4
     _save(tmp_path, 5)  # the next save puts it back
-    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_0000004", "step_0000005"]
+    assert [p.name for p in RunDir(tmp_path).checkpoints()] == ["step_0000004", "step_0000005"]
     assert _scratch(tmp_path) == []
 
 
@@ -140,11 +133,11 @@ def test_scratch_of_dead_processes_is_removed_and_of_live_ones_kept(tmp_path):
 def test_pruning_keeps_the_newest_and_never_the_just_written_one_away(tmp_path):
     for step in (2, 4, 6):
         _save(tmp_path, step, keep_last=1)
-    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_0000006"]
+    assert [p.name for p in RunDir(tmp_path).checkpoints()] == ["step_0000006"]
     # resumed from an older step (a newer one was damaged): the new save is kept, newer ones untouched
     _save(tmp_path, 8, keep_last=1)
     _save(tmp_path, 7, keep_last=1)
-    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_0000007", "step_0000008"]
+    assert [p.name for p in RunDir(tmp_path).checkpoints()] == ["step_0000007", "step_0000008"]
 
 
 def test_mark_best_is_a_verified_copy(tmp_path):
@@ -169,7 +162,7 @@ def test_a_real_write_limit_gives_a_clear_error_and_keeps_the_previous(tmp_path)
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
         signal.signal(signal.SIGXFSZ, previous_handler)
-    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_0000001"] and _scratch(tmp_path) == []
+    assert [p.name for p in RunDir(tmp_path).checkpoints()] == ["step_0000001"] and _scratch(tmp_path) == []
     assert load_checkpoint(first).step == 1
 
 
@@ -182,7 +175,7 @@ def test_a_read_only_folder_gives_a_clear_error(tmp_path):
             _save(tmp_path, 2)
     finally:
         (tmp_path / "checkpoints").chmod(0o755)
-    assert list_checkpoints(tmp_path) == [first]
+    assert RunDir(tmp_path).checkpoints() == [first]
 
 
 def test_100_random_byte_flips_and_truncations_are_all_refused(tmp_path):

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from ddpm.data import Dataset
-from ddpm.train.checkpoint import assert_finite, latest_valid_checkpoint, list_checkpoints, load_checkpoint
+from ddpm.rundir import RunDir
+from ddpm.train.checkpoint import assert_finite, load_checkpoint
 from ddpm.train.config import OptimConfig
 from ddpm.train.data_order import EpochOrder
 from ddpm.train.loop import NonFiniteTrainingError
@@ -55,7 +56,7 @@ def _log(run_dir):
 
 
 def _all_finite(run_dir):
-    for path in list_checkpoints(run_dir):
+    for path in RunDir(run_dir).checkpoints():
         checkpoint = load_checkpoint(path)
         for part in (checkpoint.model, checkpoint.ema, checkpoint.optimizer):
             assert_finite(part, str(path))  # raises on any NaN/Inf
@@ -70,7 +71,7 @@ def test_nan_steps_are_skipped_counted_and_resumed_exactly(tmp_path, monkeypatch
     train(half, tmp_path / "split", log=lambda *_: None)
     train(config, tmp_path / "split", resume=True, log=lambda *_: None)
 
-    whole, split = (load_checkpoint(latest_valid_checkpoint(tmp_path / r)) for r in ("whole", "split"))
+    whole, split = (load_checkpoint(RunDir(tmp_path / r).latest_checkpoint()) for r in ("whole", "split"))
     for part in ("model", "ema", "optimizer"):
         a, b = getattr(whole, part), getattr(split, part)
         assert all(torch.equal(a[name], b[name]) for name in a), part
@@ -96,7 +97,7 @@ def test_k_bad_steps_in_a_row_stop_with_the_step_named_and_keep_the_last_checkpo
         r"\(optim.max_bad_steps=3\); the last checkpoint in .*checkpoints is kept",
     ):
         train(config, tmp_path / "run", log=lambda *_: None)
-    assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["step_0000003", "step_0000006"]
+    assert [p.name for p in RunDir(tmp_path / "run").checkpoints()] == ["step_0000003", "step_0000006"]
     _all_finite(tmp_path / "run")
     assert (
         load_checkpoint(tmp_path / "run" / "checkpoints" / "step_0000006").meta["counters"][
@@ -118,7 +119,7 @@ def test_a_non_finite_gradient_with_a_finite_loss_is_skipped(tmp_path, monkeypat
     monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", clip_with_inf_on_the_second_step)
     train(config, tmp_path / "run", log=lambda *_: None)
     assert "step 2: non-finite gradient norm; skipped" in capsys.readouterr().out
-    checkpoint = load_checkpoint(latest_valid_checkpoint(tmp_path / "run"))
+    checkpoint = load_checkpoint(RunDir(tmp_path / "run").latest_checkpoint())
     assert checkpoint.meta["ema_updates"] == 3 and checkpoint.meta["counters"]["skipped_steps"] == 1
 
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from ddpm.train.checkpoint import latest_valid_checkpoint, list_checkpoints
-from ddpm.train.configio import ConfigError
+from ddpm.configio import ConfigError
+from ddpm.rundir import RunDir
 from ddpm.train.run import train
 
 
@@ -45,7 +45,7 @@ def test_resume_refuses_changed_data_unless_forced(tmp_path, tiny_config):
         ConfigError, match=r"data 'folder:.*images' has changed since .*step_0000002 was written"
     ):
         train(longer, tmp_path / "run", resume=True, log=lambda *_: None)
-    assert latest_valid_checkpoint(tmp_path / "run").name == "step_0000002"  # nothing was touched
+    assert RunDir(tmp_path / "run").latest_checkpoint().name == "step_0000002"  # nothing was touched
     result = train(longer, tmp_path / "run", resume=True, force=True, log=lambda *_: None)
     assert result.step == 3
 
@@ -72,7 +72,7 @@ def test_resume_skips_a_damaged_newest_checkpoint_and_a_torn_log_line(tmp_path, 
         tiny_config, run=dataclasses.replace(tiny_config.run, steps=4, checkpoint_every=2, num_threads=1)
     )
     train(config, tmp_path / "run", log=lambda *_: None)
-    newest = list_checkpoints(tmp_path / "run")[-1]
+    newest = RunDir(tmp_path / "run").checkpoints()[-1]
     assert newest.name == "step_0000004"
     (newest / "model.safetensors").write_bytes(b"damaged")
     with (tmp_path / "run" / "log.jsonl").open("a") as log:
@@ -83,4 +83,4 @@ def test_resume_skips_a_damaged_newest_checkpoint_and_a_torn_log_line(tmp_path, 
     assert any(m.startswith("resuming from") and m.endswith("step_0000002") for m in messages), messages
     steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4]
-    assert latest_valid_checkpoint(tmp_path / "run", warn=messages.append).name == "step_0000004"
+    assert RunDir(tmp_path / "run").latest_checkpoint(warn=messages.append).name == "step_0000004"

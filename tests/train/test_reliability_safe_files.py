@@ -19,8 +19,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import save, save_file
 
+from ddpm.rundir import CheckpointError, RunDir
 from ddpm.safe_files import UnsafeFileError, load_safetensors, read_safetensors_header
-from ddpm.train.checkpoint import CheckpointError, latest_valid_checkpoint, load_checkpoint, save_checkpoint
+from ddpm.train.checkpoint import load_checkpoint, save_checkpoint
 
 
 class Canary:
@@ -79,7 +80,7 @@ def test_canaries_in_a_checkpoint_never_fire(tmp_path, name):
             _replace_and_rehash(path, name, data)
         with pytest.raises(CheckpointError, match=name.replace(".", r"\.")):
             load_checkpoint(path)
-        assert latest_valid_checkpoint(path.parent.parent, warn=lambda _: None) is None
+        assert RunDir(path.parent.parent).latest_checkpoint(warn=lambda _: None) is None
         assert not fired.exists(), kind
 
 
@@ -95,9 +96,9 @@ def test_canaries_under_any_suffix_are_refused_by_the_safetensors_reader(tmp_pat
 
 
 def test_canaries_at_the_other_entry_points_never_fire(tmp_path):
-    from ddpm.nets.diffusers_io import load_diffusers_unet, unet_config_to_diffusers
-    from ddpm.pipeline import load
-    from ddpm.train.configio import read_toml
+    from ddpm.configio import read_toml
+    from ddpm.interop.diffusers import load_diffusers_unet, unet_config_to_diffusers
+    from ddpm.model import load
     from ddpm.train.presets import get_preset
 
     unet_config = unet_config_to_diffusers(get_preset("digits").model)
@@ -195,7 +196,7 @@ def test_a_lying_header_inside_a_checkpoint_is_refused_and_skipped(tmp_path):
     with pytest.raises(CheckpointError, match=r"step_0000002: .*model\.safetensors: the tensors cover"):
         load_checkpoint(newer)
     messages = []
-    assert latest_valid_checkpoint(tmp_path / "run", warn=messages.append) == older
+    assert RunDir(tmp_path / "run").latest_checkpoint(warn=messages.append) == older
     assert "skipping step_0000002" in messages[0]
 
 

@@ -6,13 +6,14 @@ import json
 import pytest
 import torch
 
-from ddpm.train.checkpoint import latest_valid_checkpoint, load_checkpoint
-from ddpm.train.configio import ConfigError
+from ddpm.configio import ConfigError
+from ddpm.rundir import RunDir
+from ddpm.train.checkpoint import load_checkpoint
 from ddpm.train.run import train
 
 
 def _final_tensors(run_dir):
-    checkpoint = load_checkpoint(latest_valid_checkpoint(run_dir))
+    checkpoint = load_checkpoint(RunDir(run_dir).latest_checkpoint())
     return checkpoint.step, checkpoint.model, checkpoint.ema, checkpoint.optimizer
 
 
@@ -48,5 +49,5 @@ def test_time_budget_stops_cleanly_with_a_checkpoint(tmp_path, tiny_config):
     config = dataclasses.replace(tiny_config, run=dataclasses.replace(tiny_config.run, time_budget_s=1e-9))
     result = train(config, tmp_path / "run", log=lambda *_: None)
     assert result.stopped_early and result.step == 1
-    assert latest_valid_checkpoint(tmp_path / "run").name == "step_0000001"
+    assert RunDir(tmp_path / "run").latest_checkpoint().name == "step_0000001"
     assert (tmp_path / "run" / "samples" / "final.png").is_file()

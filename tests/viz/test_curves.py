@@ -1,31 +1,15 @@
 import numpy as np
 import pytest
 
+from ddpm.rundir import RunDir
 from ddpm.viz.curves import (
     ema_smooth,
     plot_eval_metrics,
     plot_quality_vs_steps,
     plot_training_curves,
-    read_jsonl,
     smoothing_decay,
 )
 from tests.viz.test_process import assert_picture
-
-
-def test_read_jsonl_skips_blank_lines_and_a_cut_off_last_line(tmp_path):
-    path = tmp_path / "log.jsonl"
-    path.write_text('{"step": 1, "loss": 0.5}\n\n{"step": 2, "loss": 0.4}\n{"step": 3, "lo')
-    assert read_jsonl(path) == [{"step": 1, "loss": 0.5}, {"step": 2, "loss": 0.4}]
-
-
-def test_read_jsonl_refuses_a_broken_line_in_the_middle(tmp_path):
-    path = tmp_path / "log.jsonl"
-    path.write_text('{"step": 1}\nnot json\n{"step": 2}\n')
-    with pytest.raises(ValueError, match=r"log\.jsonl:2 is not a JSON object"):
-        read_jsonl(path)
-    path.write_text('{"step": 1}\n[1, 2]\n{"step": 2}\n')
-    with pytest.raises(ValueError, match=r"log\.jsonl:2 is not a JSON object"):
-        read_jsonl(path)
 
 
 def test_ema_smooth_is_bias_corrected():
@@ -38,7 +22,7 @@ def test_ema_smooth_is_bias_corrected():
 
 
 def test_training_curves_have_four_panels(run_dir):
-    records = read_jsonl(run_dir / "log.jsonl")
+    records = RunDir(run_dir).log_records()
     fig = plot_training_curves(records)
     assert_picture(fig)
     loss_ax = fig.axes[0]
@@ -57,7 +41,7 @@ def test_training_curves_tolerate_missing_series():
 
 
 def test_eval_metrics_get_one_panel_each(run_dir):
-    fig = plot_eval_metrics(read_jsonl(run_dir / "eval.jsonl"))
+    fig = plot_eval_metrics(RunDir(run_dir).eval_records())
     assert [ax.get_ylabel() for ax in fig.axes] == ["fid", "accuracy"]
     assert_picture(fig)
     with pytest.raises(ValueError, match="no metrics in the eval records"):

@@ -52,11 +52,20 @@ class ClassifierFreeGuidance:
     one call with ``null_label`` in place of every label; any other s gets the conditional and
     unconditional predictions from one forward call on a doubled batch [x_t; x_t] with labels [y; ∅],
     other conditioning tensors with a leading batch dimension doubled with it and anything else passed
-    as is. ``label_key`` names the keyword the labels travel under.
+    as is. ``label_key`` names the keyword the labels travel under. ``learned_variance=True`` (a network
+    whose output is its prediction's C channels, then C variance channels): only the prediction is
+    guided, the variance channels are the conditional call's (GLIDE's and DiT's ``model_fn``), since
+    extrapolating them would leave eq. 15's range [β̃, β].
     """
 
     def __init__(
-        self, model: Denoiser, guidance_scale: float, null_label: int, *, label_key: str = "class_labels"
+        self,
+        model: Denoiser,
+        guidance_scale: float,
+        null_label: int,
+        *,
+        label_key: str = "class_labels",
+        learned_variance: bool = False,
     ) -> None:
         check_guidance_scale(guidance_scale)
         if isinstance(null_label, bool) or not isinstance(null_label, int) or null_label < 0:
@@ -65,6 +74,7 @@ class ClassifierFreeGuidance:
         self.guidance_scale = float(guidance_scale)
         self.null_label = null_label
         self.label_key = label_key
+        self.learned_variance = learned_variance
 
     def __call__(self, x_t: Tensor, t: Tensor, **cond: Any) -> Tensor:
         labels = cond.get(self.label_key)
@@ -85,7 +95,11 @@ class ClassifierFreeGuidance:
             **{self.label_key: torch.cat([labels, null])},  # (2B,): conditional half, then ∅
         )
         conditional, unconditional = output[:batch], output[batch:]
-        return guided_output(conditional, unconditional, self.guidance_scale)
+        if not self.learned_variance:
+            return guided_output(conditional, unconditional, self.guidance_scale)
+        channels = x_t.shape[1]  # the prediction's; the variance channels follow
+        guided = guided_output(conditional[:, :channels], unconditional[:, :channels], self.guidance_scale)
+        return torch.cat([guided, conditional[:, channels:]], dim=1)  # (B, 2C, …)
 
 
 def _double(value: Any, batch: int) -> Any:

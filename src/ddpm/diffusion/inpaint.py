@@ -16,9 +16,9 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from ddpm.diffusion.process import check_parameterization
+from ddpm.diffusion.prediction import Denoiser
 from ddpm.diffusion.samplers.ancestral import ancestral_step, check_variance
-from ddpm.diffusion.samplers.common import Denoiser, call_model, check_clip, initial_state
+from ddpm.diffusion.samplers.common import call_denoiser, initial_state
 from ddpm.diffusion.samplers.result import SampleResult
 from ddpm.diffusion.samplers.spacing import respaced_chain, timesteps
 from ddpm.diffusion.schedules import NoiseSchedule
@@ -70,18 +70,16 @@ def check_mask(mask: Tensor, image: Tensor) -> Tensor:
 
 
 def repaint(
-    model: Denoiser,
+    denoiser: Denoiser,
     schedule: NoiseSchedule,
     image: Tensor,
     mask: Tensor,
     *,
-    parameterization: str = "eps",
     steps: int = 250,
     jump_length: int = 10,
     resamples: int = 10,
     spacing: str = "uniform",
     variance: str = "beta_tilde",
-    clip_x0: float | None = None,
     seeds: Sequence[int] | None = None,
     cond: dict | None = None,
     callback: Callable[[int, int, Tensor], None] | None = None,
@@ -89,7 +87,8 @@ def repaint(
     """Fill the pixels where ``mask`` is True (1) in ``image`` (B, …) (RePaint, Algorithm 1).
 
     The reverse step (eq. 8b) is :func:`ancestral_step` on the respaced chain over
-    ``timesteps(T, steps, spacing)`` with σ² = ``variance``; the known part (eq. 8a) is
+    ``timesteps(T, steps, spacing)`` with σ² = ``variance``, or the denoiser's learned variance where it
+    has one (RePaint's own models learn it); the known part (eq. 8a) is
     √ᾱ_prev x₀ + √(1 − ᾱ_prev) ε; a forward step from ᾱ_t to ᾱ_up is
     √(ᾱ_up/ᾱ_t) x + √(1 − ᾱ_up/ᾱ_t) ε (Algorithm 1 line 10 on the respaced chain). The paper's
     defaults are steps = 250, j = 10, r = 10 (≈ 4,500 network calls). Finally the known pixels are
@@ -97,9 +96,7 @@ def repaint(
     (``seeds``, default ``sample_seeds(0, B)``), so image i ignores the batch size.
     ``callback(i, t, x)`` runs after each model call i at timestep t.
     """
-    check_parameterization(parameterization)
     check_variance(variance)
-    check_clip(clip_x0)
     if not isinstance(image, Tensor) or not image.is_floating_point() or image.ndim < 2:
         raise ValueError(f"image must be a floating tensor (B, …), got {type(image).__name__}")
     generate = check_mask(mask, image)  # (B, …) bool
@@ -116,13 +113,11 @@ def repaint(
             )
             continue
         t, alpha_bar, alpha_bar_prev = chain[position]
-        output = call_model(model, x, t, cond)
+        prediction = call_denoiser(denoiser, x, t, alpha_bar, cond)  # x̂₀ (B, …) and any learned variance
         last = next_position == steps  # Algorithm 1: z = ε = 0 at the last step
         z = None if last else generators.randn(x.shape[1:], x.device, x.dtype)
-        unknown, _ = ancestral_step(
-            x, output, alpha_bar, alpha_bar_prev,
-            parameterization=parameterization, variance=variance, clip_x0=clip_x0, noise=z,
-        )  # eq. 8b  # fmt: skip
+        unknown = ancestral_step(x, prediction.x0, alpha_bar, alpha_bar_prev, variance=variance, noise=z,
+                                 variance_frac=prediction.variance_frac)  # eq. 8b  # fmt: skip
         if last:
             known = image
         else:

@@ -13,19 +13,18 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ddpm.diffusion.process import check_parameterization, predict_x0_eps
-from ddpm.diffusion.samplers.common import Denoiser, call_model
+from ddpm.diffusion.prediction import Denoiser
+from ddpm.diffusion.samplers.common import call_denoiser
 from ddpm.diffusion.samplers.ddim import ddim_sample
 from ddpm.diffusion.samplers.spacing import respaced_chain, timesteps
 from ddpm.diffusion.schedules import NoiseSchedule
 
 
 def ddim_invert(
-    model: Denoiser,
+    denoiser: Denoiser,
     schedule: NoiseSchedule,
     x0: Tensor,
     *,
-    parameterization: str = "eps",
     steps: int = 50,
     spacing: str = "uniform",
     cond: dict | None = None,
@@ -37,21 +36,16 @@ def ddim_invert(
     timestep with the roles of ᾱ and ᾱ_prev swapped:
     x_{t_i} = √ᾱ_{t_i} x̂₀ + √(1 − ᾱ_{t_i}) ε̂,  x̂₀ = (x_{t_{i+1}} − √(1 − ᾱ_{t_{i+1}}) ε̂) / √ᾱ_{t_{i+1}},
     where ε̂ = ε_θ(x_{t_{i+1}}, t_i) stands in for the unknown ε_θ(x_{t_i}, t_i) (the network is read at
-    the step's start, as sampling reads it at x_{t_i}); ᾱ = 1 below the first step. For x₀- and
-    v-networks ε̂ is read from the output at ᾱ_{t_i}. No clipping: it would break invertibility.
+    the step's start, as sampling reads it at x_{t_i}); ᾱ = 1 below the first step. The denoiser gives
+    ε̂ at ᾱ_{t_i}; give it without ``clip_x0``: clipping would break invertibility.
     ``callback(i, t, x)`` runs after step i with x at timestep t. Deterministic: no noise is drawn.
     """
-    check_parameterization(parameterization)
     if not isinstance(x0, Tensor) or not x0.is_floating_point() or x0.ndim < 1:
         raise ValueError(f"x0 must be a floating tensor (B, …) of images or points, got {type(x0).__name__}")
     chain = respaced_chain(schedule, timesteps(schedule.num_steps, steps, spacing))
     x = x0
     for i, (t, alpha_bar, alpha_bar_lower) in enumerate(reversed(chain)):  # ᾱ_lower → ᾱ_t: noisier
-        output = call_model(model, x, t, cond)
-        # A 0-d float64 ᾱ keeps the arithmetic in x's dtype (0-d tensors do not promote).
-        _, eps_pred = predict_x0_eps(
-            x, output, torch.tensor(alpha_bar, dtype=torch.float64), parameterization
-        )
+        eps_pred = call_denoiser(denoiser, x, t, alpha_bar, cond).eps  # ε̂ read at ᾱ_{t_i}
         x0_pred = (x - math.sqrt(1.0 - alpha_bar_lower) * eps_pred) / math.sqrt(alpha_bar_lower)
         x = math.sqrt(alpha_bar) * x0_pred + math.sqrt(1.0 - alpha_bar) * eps_pred  # eq. 12, η = 0
         if callback is not None:
@@ -60,24 +54,17 @@ def ddim_invert(
 
 
 def ddim_reconstruct(
-    model: Denoiser,
+    denoiser: Denoiser,
     schedule: NoiseSchedule,
     x0: Tensor,
     *,
-    parameterization: str = "eps",
     steps: int = 50,
     spacing: str = "uniform",
-    clip_x0: float | None = None,
     cond: dict | None = None,
 ) -> tuple[Tensor, Tensor]:
     """(x_T, x̂₀): the DDIM inversion of x₀ and the deterministic DDIM sample (η = 0) started from it."""
-    latents = ddim_invert(
-        model, schedule, x0, parameterization=parameterization, steps=steps, spacing=spacing, cond=cond
-    )
-    result = ddim_sample(
-        model, schedule, latents,
-        parameterization=parameterization, steps=steps, spacing=spacing, eta=0.0, clip_x0=clip_x0, cond=cond,
-    )  # fmt: skip
+    latents = ddim_invert(denoiser, schedule, x0, steps=steps, spacing=spacing, cond=cond)
+    result = ddim_sample(denoiser, schedule, latents, steps=steps, spacing=spacing, eta=0.0, cond=cond)
     return latents, result.samples
 
 

@@ -9,6 +9,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -110,6 +111,20 @@ class NoiseSchedule:
         """``values[t]`` per sample, shaped to broadcast against ``like`` (B, 1, 1, …)."""
         out = values.to(like.device)[t.to(like.device).long()]
         return out.to(like.dtype).reshape(-1, *([1] * (like.ndim - 1)))
+
+
+def schedule_sigmas(schedule: NoiseSchedule) -> Tensor:
+    """σ_t = √((1 − ᾱ_t)/ᾱ_t) for t = 0 … T−1 (Karras et al. 2022, §2: x_t = √ᾱ (x₀ + σ n)), float64,
+    ascending."""
+    return ((1.0 - schedule.alpha_bar) / schedule.alpha_bar).sqrt()
+
+
+def t_to_sigmas(t: Tensor, schedule: NoiseSchedule) -> Tensor:
+    """σ at (possibly fractional) timesteps ``t``: log σ linear between the T discrete levels
+    (k-diffusion ``DiscreteSchedule.t_to_sigma``); float64 on the CPU, ``t``'s shape."""
+    log_sigmas = np.log(schedule_sigmas(schedule).numpy())
+    levels = np.arange(len(log_sigmas), dtype=np.float64)
+    return torch.from_numpy(np.exp(np.interp(t.detach().cpu().double().numpy(), levels, log_sigmas)))
 
 
 def make_schedule(name: str, num_steps: int = 1000, **kwargs: float) -> NoiseSchedule:

@@ -12,6 +12,7 @@ from ddpm.eval.evaluate import (
     evaluate,
     higher_is_better,
     prepare,
+    primary_score,
     real_floor,
     score,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "load_samples_npz",
     "precision_recall",
     "prepare",
+    "primary_score",
     "real_floor",
     "score",
     "sliced_wasserstein",

@@ -46,6 +46,18 @@ def higher_is_better(key: str) -> bool:
     return key.removesuffix("_std").removesuffix("_classifier").removesuffix("_coords") in HIGHER_IS_BETTER
 
 
+PRIMARY_METRICS = ("fid", "fd_classifier", "fd_coords", "swd")  # the first present ranks checkpoints
+
+
+def primary_score(metrics: dict[str, float]) -> tuple[str, float]:
+    """The metric that ranks checkpoints, as a lower-is-better number."""
+    for key in PRIMARY_METRICS:
+        if key in metrics:
+            return key, metrics[key]
+    key = next(k for k in metrics if k != "n")
+    return key, -metrics[key] if higher_is_better(key) else metrics[key]
+
+
 @dataclass(frozen=True)
 class Evaluation:
     """What every score needs: the data set, its feature network, and the real reference features."""

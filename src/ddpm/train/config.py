@@ -9,14 +9,12 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ddpm.configio import ConfigError, coerce, from_dict, to_dict
 from ddpm.diffusion.eps_scaling import check_eps_scale
 from ddpm.diffusion.samplers import spacings_for
+from ddpm.model import NET_KINDS, ModelSpec, NetConfig
 from ddpm.nets import MLPConfig, UNetConfig
-from ddpm.train.configio import ConfigError, coerce, from_dict, to_dict
 from ddpm.train.distributed import batch_plan
-
-ModelConfig = UNetConfig | MLPConfig
-MODEL_KINDS: dict[str, type] = {"unet": UNetConfig, "mlp": MLPConfig}
 
 
 @dataclass(frozen=True)
@@ -156,13 +154,13 @@ class RunConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)  # what to learn
-    model: ModelConfig = field(default_factory=UNetConfig)  # the denoiser network
+    model: NetConfig = field(default_factory=UNetConfig)  # the denoiser network
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)  # forward process and objective
     optim: OptimConfig = field(default_factory=OptimConfig)  # optimizer, schedule, EMA
     run: RunConfig = field(default_factory=RunConfig)  # length, logging, checkpoints, device
 
 
-def model_kind(model: ModelConfig) -> str:
+def model_kind(model: NetConfig) -> str:
     return "mlp" if isinstance(model, MLPConfig) else "unet"
 
 
@@ -178,7 +176,13 @@ def config_from_dict(data: dict[str, Any]) -> TrainConfig:
     data = dict(data)
     model = dict(data.pop("model", {}))
     kind = model.pop("kind", "unet")
-    if kind not in MODEL_KINDS:
-        raise ConfigError(f"model.kind={kind!r} is not allowed; choose one of {', '.join(MODEL_KINDS)}")
+    if kind not in NET_KINDS:
+        raise ConfigError(f"model.kind={kind!r} is not allowed; choose one of {', '.join(NET_KINDS)}")
     config = from_dict(TrainConfig, {k: v for k, v in data.items()})
-    return dataclasses.replace(config, model=coerce(MODEL_KINDS[kind], model, "model"))
+    return dataclasses.replace(config, model=coerce(NET_KINDS[kind], model, "model"))
+
+
+def model_spec(config: TrainConfig, sample_shape: tuple[int, ...], kind: str) -> ModelSpec:
+    """The model a training config describes, for samples of ``sample_shape`` (images or points): read
+    the way a checkpoint's stored config is, so a run samples the same during and after training."""
+    return ModelSpec.from_config(config_to_dict(config), sample_shape, kind)

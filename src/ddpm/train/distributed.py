@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
+from ddpm.devices import resolve_device
+
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # What gloo and NCCL say (as plain RuntimeErrors from inside backward) when a peer died or hung.
 COMMUNICATION_FAILURE = re.compile(r"gloo|nccl|connection (reset|closed|refused)|timed out", re.IGNORECASE)
@@ -101,29 +103,6 @@ def batch_plan(
                 f"run.grad_accum_steps={accum}; use a multiple of {world * accum}"
             )
     return BatchPlan(batch_size, world, accum, batch_size // (world * accum))
-
-
-def resolve_device(name: str, local_rank: int | None = None, world_size: int = 1) -> torch.device:
-    """The device of this process: ``auto`` is CUDA when there is one; a process started by torchrun
-    (``local_rank`` given) takes cuda:LOCAL_RANK."""
-    cuda = torch.cuda.is_available()
-    if name.startswith("cuda") and not cuda:
-        raise ValueError(f"--device {name} was asked for but this torch build sees no CUDA device; use cpu")
-    if world_size > 1 and name.startswith("cuda:"):
-        raise ValueError(
-            f"--device {name} names one GPU, but each of the {world_size} processes uses cuda:LOCAL_RANK; "
-            "use auto or cuda"
-        )
-    if name == "auto":
-        name = "cuda" if cuda else "cpu"
-    if name == "cuda" and local_rank is not None:
-        if local_rank >= torch.cuda.device_count():
-            raise ValueError(
-                f"LOCAL_RANK={local_rank} has no GPU: this machine has {torch.cuda.device_count()}; "
-                "start at most that many processes per machine, or use --device cpu"
-            )
-        return torch.device("cuda", local_rank)
-    return torch.device(name)
 
 
 def launched_by_torchrun() -> bool:
@@ -273,6 +252,22 @@ def check_nproc(nproc: int) -> None:
             f"--nproc {nproc} disagrees with torchrun's --nproc-per-node {local_world}; "
             "leave --nproc out under torchrun"
         )
+
+
+def without_nproc(argv: Sequence[str]) -> list[str]:
+    """The arguments after ``train`` without ``--nproc N`` (or an abbreviation argparse accepts): the
+    relaunched processes must not relaunch, and torchrun's parser finds ``--nproc`` ambiguous."""
+    rest = list(argv)[list(argv).index("train") + 1 :]
+    kept, skip_value = [], False
+    for token in rest:
+        name = token.split("=", 1)[0]
+        if skip_value:
+            skip_value = False
+        elif len(name) >= 3 and "--nproc".startswith(name):
+            skip_value = "=" not in token
+        else:
+            kept.append(token)
+    return kept
 
 
 def torchrun_command(nproc: int, train_argv: Sequence[str]) -> list[str]:

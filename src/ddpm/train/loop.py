@@ -18,12 +18,12 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ddpm.data import Dataset
-from ddpm.diffusion import make_schedule
+from ddpm.diffusion import NoiseSchedule, make_schedule
 from ddpm.diffusion.losses import DiffusionLoss
 from ddpm.nets import build_net
+from ddpm.rundir import RunDir
 from ddpm.train.checkpoint import (
     assert_finite,
-    checkpoint_dir,
     load_checkpoint,
     mark_best,
     optimizer_from_tensors,
@@ -32,6 +32,7 @@ from ddpm.train.checkpoint import (
 from ddpm.train.config import TrainConfig, config_to_dict
 from ddpm.train.data_order import EpochOrder
 from ddpm.train.distributed import (
+    BatchPlan,
     DistContext,
     all_sum,
     any_ranks,
@@ -97,6 +98,64 @@ def train_loop(
     context; ``previews`` and ``evaluate`` are then given to rank 0 only.
     """
     started = time.perf_counter()
+    t = _setup(config, dataset, RunDir(run_dir), resume_from, dist, started)
+    stopped_early = False
+    t.model.train()
+    while t.step < config.run.steps:
+        grad_norm = _train_step(t)
+        if t.step % config.run.log_every == 0 or t.step == config.run.steps:
+            _log_interval(t, grad_norm)
+        _periodic_actions(t, previews, evaluate)
+        if _stop_requested(t, stop):
+            stopped_early = True
+            break
+    t.progress.close()
+    _save(t, t.step)
+    if previews is not None:
+        previews(t.step, t.ema.model, final=True)
+    barrier(t.ctx)  # the others wait for rank 0's final checkpoint and previews
+    return TrainResult(run_dir, t.step, stopped_early, t.last_loss, time.perf_counter() - started)
+
+
+@dataclass
+class _Training:
+    """What one invocation of :func:`train_loop` works with; the counters are saved in checkpoints."""
+
+    config: TrainConfig
+    dataset: Dataset
+    run_dir: RunDir
+    ctx: DistContext
+    plan: BatchPlan
+    precision: str  # fp32, bf16 or fp16 (resolved)
+    model: nn.Module  # this rank's network
+    net: nn.Module  # model, or its DistributedDataParallel wrapper
+    ema: EMA | None  # rank 0 only
+    optimizer: torch.optim.AdamW
+    scaler: torch.amp.GradScaler | None  # fp16 only
+    schedule: NoiseSchedule
+    loss_fn: DiffusionLoss
+    order: EpochOrder
+    progress: Progress
+    started: float  # perf_counter at the start of this invocation
+    step: int  # optimizer steps completed
+    interval_loss: torch.Tensor  # sum of the applied steps' losses since the last log line
+    interval_steps: int
+    interval_start: float
+    skipped: int  # non-finite steps skipped in all
+    bad_in_a_row: int  # ... and in a row, up to now
+    best_score: float  # the best evaluation score so far (lower is better)
+    last_loss: float = math.nan  # mean loss of the last logging interval
+
+
+def _setup(
+    config: TrainConfig,
+    dataset: Dataset,
+    run_dir: RunDir,
+    resume_from: Path | None,
+    dist: DistContext | None,
+    started: float,
+) -> _Training:
+    """Seed, build the network, EMA, optimizer and loss, and restore them from ``resume_from``."""
     run = config.run
     ctx = dist or DistContext(device=resolve_device(run.device))
     device = ctx.device
@@ -118,143 +177,175 @@ def train_loop(
     order = EpochOrder(len(dataset), run.batch_size, run.seed)
     step, counters = 0, {}
     if resume_from is not None:
-        checkpoint = load_checkpoint(resume_from)
-        counters = checkpoint.meta.get("counters", {})  # skipped steps and the open log interval
-        model.load_state_dict(checkpoint.model)
-        if ema is not None:
-            ema.model.load_state_dict(checkpoint.ema)
-            ema.num_updates = int(checkpoint.meta["ema_updates"])
-        optimizer.load_state_dict(optimizer_from_tensors(checkpoint.optimizer, checkpoint.meta["optimizer"]))
-        if scaler is not None and checkpoint.meta.get("grad_scaler"):
-            scaler.load_state_dict(checkpoint.meta["grad_scaler"])
-        step = checkpoint.step
+        step, counters = _restore(resume_from, model, ema, optimizer, scaler)
     # DDP averages gradients over ranks during backward (and checks that the ranks' weights agree).
     device_ids = [device.index] if device.type == "cuda" else None
     net = DistributedDataParallel(model, device_ids=device_ids) if ctx.distributed else model
-
-    def save(at_step: int) -> None:
-        if not ctx.is_main:
-            return
-        model_state, ema_state = model.state_dict(), ema.model.state_dict()
-        assert_finite(model_state, "model weights")
-        assert_finite(ema_state, "EMA weights")
-        assert_finite(_optimizer_tensors(optimizer), "optimizer state")
-        save_checkpoint(
-            run_dir,
-            at_step,
-            model=model_state,
-            ema=ema_state,
-            optimizer=optimizer.state_dict(),
-            meta={
-                "config": config_to_dict(config),
-                "data_fingerprint": dataset.fingerprint,
-                "sample_shape": list(dataset.sample_shape),
-                "kind": dataset.kind,
-                "ema_updates": ema.num_updates,
-                "counters": {
-                    "skipped_steps": skipped,
-                    "bad_steps_in_a_row": bad_in_a_row,
-                    "interval_loss_sum": interval_loss.item(),
-                    "interval_steps": interval_steps,
-                },
-                "torch": torch.__version__,
-                "precision": precision,
-                "grad_scaler": None if scaler is None else scaler.state_dict(),
-                "world_size": ctx.world_size,
-                "grad_accum_steps": plan.accum_steps,
-            },
-            keep_last=run.keep_last,
-        )
-
-    log_path = run_dir / "log.jsonl"
     progress = Progress(total=run.steps, initial=step, batch_size=run.batch_size, enabled=ctx.is_main)
-    interval_loss = torch.tensor(counters.get("interval_loss_sum", 0.0), device=device)
-    interval_steps, interval_start = counters.get("interval_steps", 0), time.perf_counter()
-    skipped, bad_in_a_row = counters.get("skipped_steps", 0), counters.get("bad_steps_in_a_row", 0)
-    last_loss, stopped_early = float("nan"), False
-    best_score = _best_score(run_dir)
-    model.train()
-    while step < run.steps:
-        for group in optimizer.param_groups:
-            group["lr"] = config.optim.lr * lr_factor(step, config)
-        draws = draw_step(config, order, step, dataset, schedule.num_steps, device)  # the global batch
-        optimizer.zero_grad(set_to_none=True)
-        loss = accumulate_gradients(net, loss_fn, dataset, draws, config, step, plan, ctx, precision, scaler)
-        loss = all_sum(loss, ctx) / ctx.world_size  # mean over the global batch, the same on every rank
-        if scaler is not None:
-            scaler.unscale_(optimizer)  # clip and check the true gradients
-        clip = config.optim.grad_clip_norm or float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip, foreach=True)
-        if torch.isfinite(loss) & torch.isfinite(grad_norm):
-            if scaler is None:
-                optimizer.step()
-            else:
-                scaler.step(optimizer)  # gradients are unscaled and finite: it steps
-            if ema is not None:
-                ema.update(model)
-            interval_loss += loss.detach()
-            interval_steps += 1
-            bad_in_a_row = 0
-        else:  # a NaN/Inf step is skipped, never applied: weights, moments and EMA stay finite
-            skipped, bad_in_a_row = skipped + 1, bad_in_a_row + 1
-            what = "loss" if not torch.isfinite(loss) else "gradient norm"
-            progress.write(
-                f"step {step + 1}: non-finite {what}; skipped ({bad_in_a_row} in a row, {skipped} in all)"
-            )
-            if config.optim.max_bad_steps and bad_in_a_row >= config.optim.max_bad_steps:
-                progress.close()
-                raise NonFiniteTrainingError(
-                    f"training stopped at step {step + 1}: {bad_in_a_row} steps in a row had a non-finite "
-                    f"{what} (optim.max_bad_steps={config.optim.max_bad_steps}); the last checkpoint in "
-                    f"{run_dir / 'checkpoints'} is kept; lower optim.lr or check the data"
-                )
-        if scaler is not None:
-            scaler.update()  # halves the scale after an overflow, doubles it after growth_interval good steps
-        step += 1
+    return _Training(
+        config, dataset, run_dir, ctx, plan, precision, model, net, ema, optimizer, scaler, schedule,
+        loss_fn, order, progress, started, step,
+        interval_loss=torch.tensor(counters.get("interval_loss_sum", 0.0), device=device),
+        interval_steps=counters.get("interval_steps", 0),
+        interval_start=time.perf_counter(),
+        skipped=counters.get("skipped_steps", 0),
+        bad_in_a_row=counters.get("bad_steps_in_a_row", 0),
+        best_score=_best_score(run_dir),
+    )  # fmt: skip
 
-        if step % run.log_every == 0 or step == run.steps:
-            now = time.perf_counter()
-            last_loss = (interval_loss / interval_steps).item() if interval_steps else float("nan")
-            record = {
-                "step": step,
-                "loss": last_loss,  # mean over the interval's applied (finite) steps; NaN if none
-                "lr": optimizer.param_groups[0]["lr"],
-                "grad_norm": float(grad_norm),
-                "img_per_s": interval_steps * run.batch_size / max(now - interval_start, 1e-9),
-                "time_s": now - started,
-                "epoch": order.epoch_of(step),
-                "skipped_steps": skipped,
-            }
-            if ctx.is_main:
-                with log_path.open("a") as f:
-                    f.write(json.dumps({k: _finite_or_none(v) for k, v in record.items()}) + "\n")
-            progress.update(step, record)
-            interval_loss.zero_()
-            interval_steps, interval_start = 0, now
-        if run.checkpoint_every and step % run.checkpoint_every == 0 and step < run.steps:
-            save(step)
-        if evaluate is not None and run.eval_every and step % run.eval_every == 0:
-            best_score = _evaluate(evaluate, step, ema.model, run_dir, best_score, save)
-            model.train()
-        if previews is not None and run.sample_every and step % run.sample_every == 0 and step < run.steps:
-            previews(step, ema.model)
-            model.train()
-        out_of_time, requested = any_ranks(  # every rank stops after the same step
-            bool(run.time_budget_s) and time.perf_counter() - started >= run.time_budget_s,
-            stop is not None and stop.requested,
-            ctx=ctx,
+
+def _restore(
+    path: Path, model: nn.Module, ema: EMA | None, optimizer: torch.optim.Optimizer, scaler: Any
+) -> tuple[int, dict[str, Any]]:
+    """Load a checkpoint into the training state; return its step and saved counters."""
+    checkpoint = load_checkpoint(path)
+    model.load_state_dict(checkpoint.model)
+    if ema is not None:
+        ema.model.load_state_dict(checkpoint.ema)
+        ema.num_updates = int(checkpoint.meta["ema_updates"])
+    optimizer.load_state_dict(optimizer_from_tensors(checkpoint.optimizer, checkpoint.meta["optimizer"]))
+    if scaler is not None and checkpoint.meta.get("grad_scaler"):
+        scaler.load_state_dict(checkpoint.meta["grad_scaler"])
+    return checkpoint.step, checkpoint.meta.get("counters", {})  # skipped steps, the open log interval
+
+
+def _train_step(t: _Training) -> torch.Tensor:
+    """One optimizer step on one global batch (Algorithm 1); a non-finite step is skipped.
+
+    Returns the gradient norm before clipping.
+    """
+    config = t.config
+    for group in t.optimizer.param_groups:
+        group["lr"] = config.optim.lr * lr_factor(t.step, config)
+    draws = draw_step(config, t.order, t.step, t.dataset, t.schedule.num_steps, t.ctx.device)  # global batch
+    t.optimizer.zero_grad(set_to_none=True)
+    loss = accumulate_gradients(
+        t.net, t.loss_fn, t.dataset, draws, config, t.step, t.plan, t.ctx, t.precision, t.scaler
+    )
+    loss = all_sum(loss, t.ctx) / t.ctx.world_size  # mean over the global batch, the same on every rank
+    if t.scaler is not None:
+        t.scaler.unscale_(t.optimizer)  # clip and check the true gradients
+    clip = config.optim.grad_clip_norm or float("inf")
+    grad_norm = torch.nn.utils.clip_grad_norm_(t.model.parameters(), clip, foreach=True)
+    if torch.isfinite(loss) & torch.isfinite(grad_norm):
+        if t.scaler is None:
+            t.optimizer.step()
+        else:
+            t.scaler.step(t.optimizer)  # gradients are unscaled and finite: it steps
+        if t.ema is not None:
+            t.ema.update(t.model)
+        t.interval_loss += loss.detach()
+        t.interval_steps += 1
+        t.bad_in_a_row = 0
+    else:  # a NaN/Inf step is skipped, never applied: weights, moments and EMA stay finite
+        _skip_step(t, "loss" if not torch.isfinite(loss) else "gradient norm")
+    if t.scaler is not None:
+        t.scaler.update()  # halves the scale after an overflow, doubles it after growth_interval good steps
+    t.step += 1
+    return grad_norm
+
+
+def _skip_step(t: _Training, what: str) -> None:
+    """Count a skipped step; stop training after optim.max_bad_steps of them in a row."""
+    t.skipped, t.bad_in_a_row = t.skipped + 1, t.bad_in_a_row + 1
+    step = t.step + 1
+    t.progress.write(
+        f"step {step}: non-finite {what}; skipped ({t.bad_in_a_row} in a row, {t.skipped} in all)"
+    )
+    max_bad_steps = t.config.optim.max_bad_steps
+    if max_bad_steps and t.bad_in_a_row >= max_bad_steps:
+        t.progress.close()
+        raise NonFiniteTrainingError(
+            f"training stopped at step {step}: {t.bad_in_a_row} steps in a row had a non-finite "
+            f"{what} (optim.max_bad_steps={max_bad_steps}); the last checkpoint in "
+            f"{t.run_dir.checkpoints_dir} is kept; lower optim.lr or check the data"
         )
-        if out_of_time or requested:
-            stopped_early = True
-            reason = (stop.reason if stop is not None else "") or "a stop request on another rank"
-            progress.write(f"stopping at step {step}: " + ("time budget reached" if out_of_time else reason))
-            break
-    progress.close()
-    save(step)
-    if previews is not None:
-        previews(step, ema.model, final=True)
-    barrier(ctx)  # the others wait for rank 0's final checkpoint and previews
-    return TrainResult(run_dir, step, stopped_early, last_loss, time.perf_counter() - started)
+
+
+def _log_interval(t: _Training, grad_norm: torch.Tensor) -> None:
+    """One line of log.jsonl (rank 0) and the progress bar: the interval's mean loss and speed."""
+    run = t.config.run
+    now = time.perf_counter()
+    t.last_loss = (t.interval_loss / t.interval_steps).item() if t.interval_steps else float("nan")
+    record = {
+        "step": t.step,
+        "loss": t.last_loss,  # mean over the interval's applied (finite) steps; NaN if none
+        "lr": t.optimizer.param_groups[0]["lr"],
+        "grad_norm": float(grad_norm),
+        "img_per_s": t.interval_steps * run.batch_size / max(now - t.interval_start, 1e-9),
+        "time_s": now - t.started,
+        "epoch": t.order.epoch_of(t.step),
+        "skipped_steps": t.skipped,
+    }
+    if t.ctx.is_main:
+        with t.run_dir.log_path.open("a") as f:
+            f.write(json.dumps({k: _finite_or_none(v) for k, v in record.items()}) + "\n")
+    t.progress.update(t.step, record)
+    t.interval_loss.zero_()
+    t.interval_steps, t.interval_start = 0, now
+
+
+def _periodic_actions(t: _Training, previews: Any, evaluate: Any) -> None:
+    """Checkpoint, evaluate and draw previews when their intervals come round (not at the last step)."""
+    run, step = t.config.run, t.step
+    if run.checkpoint_every and step % run.checkpoint_every == 0 and step < run.steps:
+        _save(t, step)
+    if evaluate is not None and run.eval_every and step % run.eval_every == 0:
+        _evaluate(t, evaluate)
+        t.model.train()
+    if previews is not None and run.sample_every and step % run.sample_every == 0 and step < run.steps:
+        previews(step, t.ema.model)
+        t.model.train()
+
+
+def _stop_requested(t: _Training, stop: StopRequests | None) -> bool:
+    """Whether to stop after this step: the time budget is spent or a signal came, on any rank."""
+    run = t.config.run
+    out_of_time, requested = any_ranks(  # every rank stops after the same step
+        bool(run.time_budget_s) and time.perf_counter() - t.started >= run.time_budget_s,
+        stop is not None and stop.requested,
+        ctx=t.ctx,
+    )
+    if out_of_time or requested:
+        reason = (stop.reason if stop is not None else "") or "a stop request on another rank"
+        t.progress.write(f"stopping at step {t.step}: " + ("time budget reached" if out_of_time else reason))
+    return out_of_time or requested
+
+
+def _save(t: _Training, at_step: int) -> None:
+    """Rank 0 writes a checkpoint of everything a resumed run needs to continue bit for bit."""
+    if not t.ctx.is_main:
+        return
+    model_state, ema_state = t.model.state_dict(), t.ema.model.state_dict()
+    assert_finite(model_state, "model weights")
+    assert_finite(ema_state, "EMA weights")
+    assert_finite(_optimizer_tensors(t.optimizer), "optimizer state")
+    save_checkpoint(
+        t.run_dir.path,
+        at_step,
+        model=model_state,
+        ema=ema_state,
+        optimizer=t.optimizer.state_dict(),
+        meta={
+            "config": config_to_dict(t.config),
+            "data_fingerprint": t.dataset.fingerprint,
+            "sample_shape": list(t.dataset.sample_shape),
+            "kind": t.dataset.kind,
+            "ema_updates": t.ema.num_updates,
+            "counters": {
+                "skipped_steps": t.skipped,
+                "bad_steps_in_a_row": t.bad_in_a_row,
+                "interval_loss_sum": t.interval_loss.item(),
+                "interval_steps": t.interval_steps,
+            },
+            "torch": torch.__version__,
+            "precision": t.precision,
+            "grad_scaler": None if t.scaler is None else t.scaler.state_dict(),
+            "world_size": t.ctx.world_size,
+            "grad_accum_steps": t.plan.accum_steps,
+        },
+        keep_last=t.config.run.keep_last,
+    )
 
 
 def _finite_or_none(value: Any) -> Any:
@@ -271,23 +362,17 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tens
     }
 
 
-def _best_score(run_dir: Path) -> float:
+def _best_score(run_dir: RunDir) -> float:
     """The best evaluation score so far (from eval.jsonl), so a resumed run keeps its best."""
-    path = run_dir / "eval.jsonl"
-    if not path.exists():
-        return math.inf
-    scores = [
-        json.loads(line).get("score", math.inf) for line in path.read_text().splitlines() if line.strip()
-    ]
-    return min(scores, default=math.inf)
+    return min((record.get("score", math.inf) for record in run_dir.eval_records()), default=math.inf)
 
 
-def _evaluate(evaluate: Any, step: int, ema_model: nn.Module, run_dir: Path, best: float, save: Any) -> float:
-    metrics, score = evaluate(step, ema_model)
-    with (run_dir / "eval.jsonl").open("a") as f:
-        f.write(json.dumps({"step": step, **metrics, "score": score}) + "\n")
-    if score < best:
-        save(step)
-        mark_best(checkpoint_dir(run_dir, step))
-        return score
-    return best
+def _evaluate(t: _Training, evaluate: Any) -> None:
+    """Score the EMA model into eval.jsonl; a new best score saves a checkpoint as checkpoints/best."""
+    metrics, score = evaluate(t.step, t.ema.model)
+    with t.run_dir.eval_path.open("a") as f:
+        f.write(json.dumps({"step": t.step, **metrics, "score": score}) + "\n")
+    if score < t.best_score:
+        _save(t, t.step)
+        mark_best(t.run_dir.checkpoint_dir(t.step))
+        t.best_score = score

@@ -12,24 +12,23 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 import shutil
 from pathlib import Path
 from typing import Any
 
-from ddpm.data import Dataset, load_dataset
+from ddpm.configio import ConfigError, dumps_toml
+from ddpm.data import Dataset
 from ddpm.data.folder import report_skipped
 from ddpm.nets import MLPConfig
+from ddpm.rundir import RunDir, checkpoint_step, verify_checkpoint
 from ddpm.safe_files import atomic_write_text
-from ddpm.train.checkpoint import latest_valid_checkpoint, load_checkpoint
 from ddpm.train.config import TrainConfig, config_from_dict, config_to_dict
-from ddpm.train.configio import ConfigError, dumps_toml, read_toml
 from ddpm.train.distributed import DistContext, batch_plan, distributed_session, share_from_main
 from ddpm.train.loop import TrainResult, train_loop
 from ddpm.train.previews import Previews
+from ddpm.train.run_data import load_data
 from ddpm.train.signals import StopRequests
 
-RUN_FILES = ("config.toml", "log.jsonl", "eval.jsonl", "checkpoints", "samples")
 # Keys that may change when a run is resumed: they change how long and how verbosely it runs,
 # not what it learns.
 RESUMABLE_CHANGES = {
@@ -41,19 +40,6 @@ RESUMABLE_CHANGES = {
     "run.grad_accum_steps", "run.micro_batch_size", "run.precision", "run.dist_timeout_s",
     "model.gradient_checkpointing",
 }  # fmt: skip
-
-
-def load_data(config: TrainConfig, split: str = "train") -> Dataset:
-    data = config.data
-    return load_dataset(
-        data.spec,
-        split=split,
-        image_size=data.image_size or None,
-        channels=data.channels or None,
-        root=data.root or None,
-        num_points=data.num_points,
-        seed=config.run.seed,
-    )
 
 
 def resolve_for_data(config: TrainConfig, dataset: Dataset) -> TrainConfig:
@@ -96,12 +82,9 @@ def changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> 
     return keys
 
 
-def stored_config(run_dir: Path) -> TrainConfig:
-    return config_from_dict(read_toml(run_dir / "config.toml"))
-
-
-def holds_run(run_dir: Path) -> bool:
-    return any((run_dir / name).exists() for name in RUN_FILES)
+def stored_config(run_dir: str | Path) -> TrainConfig:
+    """The resolved training config a run directory holds (its config.toml)."""
+    return config_from_dict(RunDir(run_dir).config_dict())
 
 
 def train(
@@ -142,7 +125,7 @@ def train(
         previews = Previews(config, dataset, run_dir) if ctx.is_main else None
         evaluate = None
         if config.run.eval_every and ctx.is_main:
-            from ddpm.evaluation_cli import TrainingEvaluator
+            from ddpm.train.evaluator import TrainingEvaluator
 
             evaluate = TrainingEvaluator(config, dataset)
         with StopRequests() as stop:
@@ -177,7 +160,8 @@ def _prepare(
     """Rank 0 (or the only process): load the data, check and write the run directory."""
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"--out {str(run_dir)!r} is a file, not a directory")
-    existing = run_dir.is_dir() and holds_run(run_dir)
+    run = RunDir(run_dir)
+    existing = run_dir.is_dir() and run.holds_run()
     if existing and not (resume or overwrite):
         raise ConfigError(
             f"run directory {str(run_dir)!r} already holds a run; pass --resume to continue it "
@@ -186,29 +170,9 @@ def _prepare(
     dataset = load_data(config)
     report_skipped(dataset, strict=config.data.strict, log=log)  # each passed-over file, once
     config = resolve_for_data(config, dataset)
-    checkpoint = None
-    if resume and existing:
-        if (run_dir / "config.toml").exists():
-            changes = changed_keys(config_to_dict(stored_config(run_dir)), config_to_dict(config))
-            unsafe = [key for key in changes if key not in RESUMABLE_CHANGES]
-            if unsafe and not force:
-                raise ConfigError(
-                    f"config differs from the run being resumed in {', '.join(unsafe)}; "
-                    "pass --force to resume anyway"
-                )
-        checkpoint = latest_valid_checkpoint(run_dir, warn=log)
-        if checkpoint is not None:
-            stored_fingerprint = load_checkpoint(checkpoint, with_optimizer=False).meta["data_fingerprint"]
-            if stored_fingerprint != dataset.fingerprint and not force:
-                raise ConfigError(
-                    f"data {config.data.spec!r} has changed since {checkpoint} was written "
-                    "(fingerprint differs); pass --force to resume anyway"
-                )
-            log(f"resuming from {checkpoint}")
-        else:
-            log(f"no complete checkpoint in {run_dir}; starting from step 0")
+    checkpoint = _resume_point(run, config, dataset, force=force, log=log) if resume and existing else None
     if overwrite and existing:
-        for name in RUN_FILES:
+        for name in RunDir.RUN_FILES:
             target = run_dir / name
             if target.is_dir():
                 shutil.rmtree(target)
@@ -216,15 +180,35 @@ def _prepare(
                 target.unlink()
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "config.toml", dumps_toml(config_to_dict(config)))
-    for log_name in ("log.jsonl", "eval.jsonl"):
-        _truncate_log(run_dir / log_name, 0 if checkpoint is None else _step_of(checkpoint))
+    atomic_write_text(run.config_path, dumps_toml(config_to_dict(config)))
+    for log_path in (run.log_path, run.eval_path):
+        _truncate_log(log_path, 0 if checkpoint is None else checkpoint_step(checkpoint))
     return dataset, config, checkpoint
 
 
-def _step_of(checkpoint: Path) -> int:
-    """N of step_N, or of its aside copy .old-step_N-<pid> (see ddpm.train.checkpoint)."""
-    return int(re.search(r"step_(\d+)", checkpoint.name).group(1))
+def _resume_point(
+    run: RunDir, config: TrainConfig, dataset: Dataset, *, force: bool, log: Any
+) -> Path | None:
+    """The checkpoint an existing run resumes from, after checking that config and data still match it."""
+    if run.config_path.exists():
+        changes = changed_keys(config_to_dict(stored_config(run.path)), config_to_dict(config))
+        unsafe = [key for key in changes if key not in RESUMABLE_CHANGES]
+        if unsafe and not force:
+            raise ConfigError(
+                f"config differs from the run being resumed in {', '.join(unsafe)}; "
+                "pass --force to resume anyway"
+            )
+    checkpoint = run.latest_checkpoint(warn=log)
+    if checkpoint is None:
+        log(f"no complete checkpoint in {run.path}; starting from step 0")
+        return None
+    if verify_checkpoint(checkpoint)["data_fingerprint"] != dataset.fingerprint and not force:
+        raise ConfigError(
+            f"data {config.data.spec!r} has changed since {checkpoint} was written "
+            "(fingerprint differs); pass --force to resume anyway"
+        )
+    log(f"resuming from {checkpoint}")
+    return checkpoint
 
 
 def _truncate_log(path: Path, last_step: int) -> None:

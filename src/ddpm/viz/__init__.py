@@ -11,7 +11,6 @@ from ddpm.viz.curves import (
     plot_eval_metrics,
     plot_quality_vs_steps,
     plot_training_curves,
-    read_jsonl,
 )
 from ddpm.viz.figures import figure_to_array, new_figure, save_figure
 from ddpm.viz.grid import make_grid, save_grid, to_uint8, upscale_nearest
@@ -26,7 +25,7 @@ from ddpm.viz.process import (
     forward_trajectory,
     reverse_strip,
 )
-from ddpm.viz.run_files import RunInfo, load_run, load_samples_npz, save_run_curves
+from ddpm.viz.run_files import RunInfo, load_run, save_run_curves
 from ddpm.viz.schedule_plots import plot_schedules
 
 __all__ = [
@@ -43,7 +42,6 @@ __all__ = [
     "forward_strip",
     "forward_trajectory",
     "load_run",
-    "load_samples_npz",
     "make_grid",
     "make_poster",
     "new_figure",
@@ -51,7 +49,6 @@ __all__ = [
     "plot_quality_vs_steps",
     "plot_schedules",
     "plot_training_curves",
-    "read_jsonl",
     "render_poster",
     "reverse_frames",
     "reverse_strip",

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import numpy as np
 from matplotlib import ticker
@@ -20,27 +18,6 @@ TRAINING_SERIES = (  # (log.jsonl key, axis label) of the panels after the loss
     ("grad_norm", "gradient norm"),
     ("img_per_s", "images / s"),
 )
-
-
-def read_jsonl(path: str | Path) -> list[dict]:
-    """Records of a JSON-lines file; blank lines are skipped, and so is a cut-off last line (a
-    log being written). Any other malformed line raises ValueError naming file and line."""
-    path = Path(path)
-    lines = path.read_text().splitlines()
-    records = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            if number == len(lines):
-                break
-            raise ValueError(f"{path}:{number} is not a JSON object; each line must be one") from None
-        if not isinstance(record, dict):
-            raise ValueError(f"{path}:{number} is not a JSON object; each line must be one")
-        records.append(record)
-    return records
 
 
 def ema_smooth(values: Sequence[float], decay: float = LOSS_SMOOTHING) -> np.ndarray:
@@ -128,6 +105,16 @@ def metric_names(records: Sequence[Mapping]) -> list[str]:
     return list(names)
 
 
+def draw_metric(
+    ax: Axes, records: Sequence[Mapping], name: str, *, xlabel: str = "step", markersize: float | None = None
+) -> None:
+    """Evaluation metric ``name`` of eval.jsonl records against training step."""
+    steps, values = series(records, name)
+    ax.plot(steps, values, marker="o", color="C2", markersize=markersize)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(name)
+
+
 def plot_eval_metrics(records: Sequence[Mapping]) -> Figure:
     """One panel per metric of eval.jsonl records, against training step."""
     names = metric_names(records)
@@ -138,10 +125,7 @@ def plot_eval_metrics(records: Sequence[Mapping]) -> Figure:
     fig = new_figure(4 * cols, 3.2 * rows)
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax, name in zip(axes, names, strict=False):
-        steps, values = series(records, name)
-        ax.plot(steps, values, marker="o", color="C2")
-        ax.set_xlabel("step")
-        ax.set_ylabel(name)
+        draw_metric(ax, records, name)
     for ax in axes[len(names) :]:
         ax.set_axis_off()
     fig.tight_layout()

@@ -23,8 +23,10 @@ from matplotlib.patches import FancyBboxPatch
 from torch import Tensor
 
 from ddpm.diffusion import make_schedule
+from ddpm.eval.samples import load_samples_npz
+from ddpm.rundir import RunDir
 from ddpm.viz import guidelines as g
-from ddpm.viz.curves import draw_loss, draw_quality_vs_steps, metric_names, series
+from ddpm.viz.curves import draw_loss, draw_metric, draw_quality_vs_steps, metric_names
 from ddpm.viz.figures import FIGURE_FORMATS, new_figure
 from ddpm.viz.grid import check_images
 from ddpm.viz.guidelines import PageSpec, page_spec
@@ -70,7 +72,7 @@ from ddpm.viz.process import (
     select_steps,
 )
 from ddpm.viz.qr import qr_pixels
-from ddpm.viz.run_files import RunInfo, load_run, load_samples_npz
+from ddpm.viz.run_files import RunInfo, load_run
 
 SAMPLE_GRID_COLUMNS = 12  # a wide grid: the results column also holds the reverse strip and curves
 SAMPLE_GRID_ROWS = (4, 6, 8)  # tried in turn; the layout that best follows the guidelines wins
@@ -152,22 +154,6 @@ def _pictures(
     )
 
 
-def _picture(
-    name: str,
-    picture: ImageTable | list,
-    titles: list[str],
-    row_labels: list[str],
-    spec: PageSpec,
-    dpi: float,
-) -> Graphic:
-    """A bitmap graphic for images, scatter panels (one row, or rows) for points."""
-    if isinstance(picture, ImageTable):
-        return table_graphic(name, picture, spec, dpi)
-    rows = picture if isinstance(picture[0], list) else [picture]
-    noisy = name != "samples"  # strips reach the N(0, I) end of the chain; samples look like data
-    return scatter_graphic(name, rows, titles, row_labels, spec, floor=3.5 if noisy else 0.0)
-
-
 def _progress_chart(
     run: RunInfo, quality: Mapping[str, Mapping[int, float]] | None, metric: str, spec: PageSpec
 ) -> tuple[Graphic, str] | None:
@@ -178,81 +164,98 @@ def _progress_chart(
     names = metric_names(run.evals)
     if not names:
         return None
+    marker = spec.small_pt / 2
 
     def draw(ax: Axes) -> None:
-        steps, values = series(run.evals, names[0])
-        ax.plot(steps, values, marker="o", color="C2", markersize=spec.small_pt / 2)
-        ax.set_xlabel("training step")
-        ax.set_ylabel(names[0])
+        draw_metric(ax, run.evals, names[0], xlabel="training step", markersize=marker)
 
     return chart_graphic("quality", draw, spec), f"{names[0]} of samples during training."
 
 
-def _columns(
-    spec: PageSpec,
-    run: RunInfo,
-    words: PosterText,
-    pictures: _Pictures,
-    metrics: Mapping[str, float],
-    request: _Request,
-    variant: int,
-) -> tuple[list[list[Section]], dict[str, Graphic]]:
-    """The three columns (problem & method → results → conclusion) and their graphics, with sample
-    grid number ``variant``."""
-    graphics: dict[str, Graphic] = {}
-    dpi = request.final_dpi
+@dataclass
+class _Columns:
+    """The three columns (problem & method → results → conclusion) at one page spec; each graphic is
+    kept in ``graphics`` under its block's name."""
 
-    def add(graphic: Graphic) -> GraphicBlock:
-        graphics[graphic.block.name] = graphic
+    spec: PageSpec
+    run: RunInfo
+    words: PosterText
+    pictures: _Pictures
+    request: _Request
+    graphics: dict[str, Graphic] = dataclasses.field(default_factory=dict)
+
+    def add(self, graphic: Graphic) -> GraphicBlock:
+        self.graphics[graphic.block.name] = graphic
         return graphic.block
 
-    def text(name: str, *paragraphs: str, framed: bool = False) -> TextBlock:
-        return TextBlock(name, paragraphs, spec.body_pt, framed=framed)
+    def picture(
+        self, name: str, picture: ImageTable | list, titles: list[str], rows: list[str]
+    ) -> GraphicBlock:
+        """A bitmap graphic for images, scatter panels (one row, or rows) for points."""
+        if isinstance(picture, ImageTable):
+            return self.add(table_graphic(name, picture, self.spec, self.request.final_dpi))
+        panels = picture if isinstance(picture[0], list) else [picture]
+        noisy = name != "samples"  # strips reach the N(0, I) end of the chain; samples look like data
+        return self.add(scatter_graphic(name, panels, titles, rows, self.spec, floor=3.5 if noisy else 0.0))
 
-    def heading(name: str, label: str) -> TextBlock:
-        return TextBlock(name, (label,), spec.heading_pt, bold=True)
+    def text(self, name: str, *paragraphs: str, framed: bool = False) -> TextBlock:
+        return TextBlock(name, paragraphs, self.spec.body_pt, framed=framed)
 
-    left_column = column_bounds(spec)[0]
-    algorithms = []
-    for title, lines in (ALGORITHM_1, ALGORITHM_2):
-        algorithms += [(title, spec.body_pt, True)] + [(s, spec.equation_pt, False) for s in lines]
-    source = "data" if request.has_data else "samples"
-    left = [
-        [heading("h_problem", "Problem"), text("problem", words.problem)],
-        [
-            heading("h_method", "Method"),
-            text("method", words.method),
-            add(_picture("forward", pictures.forward, pictures.forward_titles, [], spec, dpi)),
-            text("forward_caption", f"Forward process: {source} x₀ dissolve into Gaussian noise as t grows."),
-        ],
-        [add(lines_graphic("algorithms", algorithms, spec, left_column[1] - left_column[0]))],
-    ]
-    samples = _picture("samples", pictures.samples[variant], pictures.sample_titles, [], spec, dpi)
-    middle = [[heading("h_results", "Results"), add(samples), text("samples_caption", words.samples_caption)]]
-    if pictures.reverse is not None:
-        reverse = _picture("reverse", pictures.reverse, pictures.reverse_titles, ["xₜ", "x̂₀"], spec, dpi)
-        caption = "Reverse process: xₜ (top) and the predicted x̂₀ (bottom) of one sample."
-        middle.append([add(reverse), text("reverse_caption", caption)])
-    if any("loss" in r for r in run.log):
-        loss = chart_graphic("loss", lambda ax: draw_loss(ax, run.log), spec)
-        middle.append([add(loss), text("loss_caption", "Training loss per logged step (pale) and smoothed.")])
-    right = [
-        [heading("h_conclusion", "Conclusion"), text("conclusion", words.conclusion)],
-        [text("summary", *words.summary, framed=True)],
-    ]
-    progress = _progress_chart(run, request.quality_vs_steps, request.quality_metric, spec)
-    if progress:
-        right.append([add(progress[0]), text("quality_caption", progress[1])])
-    row = [(k, format_value(v)) for k, v in metrics.items()]
-    side_by_side = [add(table_of_values("metrics", row, spec))] if row else []
-    if pictures.qr is not None:
-        side = QR_SIDE_LINES * spec.body_pt * 1.3 / 72
-        side_by_side.append(add(table_graphic("qr", pictures.qr, spec, dpi, fixed=side)))
-    last: list = [RowBlock(tuple(side_by_side))] if side_by_side else []
-    if request.url:
-        last.append(text("url", f"More: {request.url}"))
-    right += [last, [text("references", REFERENCE)]]
-    return [left, middle, right], graphics
+    def heading(self, name: str, label: str) -> TextBlock:
+        return TextBlock(name, (label,), self.spec.heading_pt, bold=True)
+
+    def method(self) -> list[Section]:
+        spec, words, pictures = self.spec, self.words, self.pictures
+        left_edge, right_edge = column_bounds(spec)[0]
+        algorithms = []
+        for title, lines in (ALGORITHM_1, ALGORITHM_2):
+            algorithms += [(title, spec.body_pt, True)] + [(s, spec.equation_pt, False) for s in lines]
+        source = "data" if self.request.has_data else "samples"
+        caption = f"Forward process: {source} x₀ dissolve into Gaussian noise as t grows."
+        return [
+            [self.heading("h_problem", "Problem"), self.text("problem", words.problem)],
+            [
+                self.heading("h_method", "Method"),
+                self.text("method", words.method),
+                self.picture("forward", pictures.forward, pictures.forward_titles, []),
+                self.text("forward_caption", caption),
+            ],
+            [self.add(lines_graphic("algorithms", algorithms, spec, right_edge - left_edge))],
+        ]
+
+    def results(self, variant: int) -> list[Section]:
+        """The middle column, with sample grid number ``variant``."""
+        pictures, log, heading = self.pictures, self.run.log, self.heading("h_results", "Results")
+        samples = self.picture("samples", pictures.samples[variant], pictures.sample_titles, [])
+        column = [[heading, samples, self.text("samples_caption", self.words.samples_caption)]]
+        if pictures.reverse is not None:
+            reverse = self.picture("reverse", pictures.reverse, pictures.reverse_titles, ["xₜ", "x̂₀"])
+            caption = "Reverse process: xₜ (top) and the predicted x̂₀ (bottom) of one sample."
+            column.append([reverse, self.text("reverse_caption", caption)])
+        if any("loss" in r for r in log):
+            loss = self.add(chart_graphic("loss", lambda ax: draw_loss(ax, log), self.spec))
+            caption = "Training loss per logged step (pale) and smoothed."
+            column.append([loss, self.text("loss_caption", caption)])
+        return column
+
+    def conclusion(self, metrics: Mapping[str, float]) -> list[Section]:
+        spec, request, words, qr = self.spec, self.request, self.words, self.pictures.qr
+        column = [
+            [self.heading("h_conclusion", "Conclusion"), self.text("conclusion", words.conclusion)],
+            [self.text("summary", *words.summary, framed=True)],
+        ]
+        progress = _progress_chart(self.run, request.quality_vs_steps, request.quality_metric, spec)
+        if progress:
+            column.append([self.add(progress[0]), self.text("quality_caption", progress[1])])
+        row = [(k, format_value(v)) for k, v in metrics.items()]
+        side_by_side = [self.add(table_of_values("metrics", row, spec))] if row else []
+        if qr is not None:
+            side = QR_SIDE_LINES * spec.body_pt * 1.3 / 72
+            side_by_side.append(self.add(table_graphic("qr", qr, spec, request.final_dpi, fixed=side)))
+        last: list = [RowBlock(tuple(side_by_side))] if side_by_side else []
+        if request.url:
+            last.append(self.text("url", f"More: {request.url}"))
+        return [*column, last, [self.text("references", REFERENCE)]]
 
 
 def _miss(layout: PosterLayout) -> tuple[float, float]:
@@ -307,12 +310,10 @@ def render_poster(
     base, run = page_spec(page), load_run(run_dir)
     if final_dpi <= 0:
         raise ValueError(f"final_dpi={final_dpi} must be > 0")
-    final_npz = run.run_dir / "samples" / "final.npz"
-    if samples is None and final_npz.is_file():
-        samples = load_samples_npz(final_npz)
-    if samples is None:
+    final_npz = RunDir(run.run_dir).final_samples_npz
+    if samples is None and not final_npz.is_file():
         raise ValueError(f"no samples for the poster of {run.run_dir}: pass samples or write {final_npz}")
-    samples = _images_or_points(samples, "samples")
+    samples = _images_or_points(load_samples_npz(final_npz)[0] if samples is None else samples, "samples")
     data = _images_or_points(data, "data") if data is not None else None
     if metrics is None:
         metrics = {k: v for k, v in (run.evals[-1] if run.evals else {}).items() if k != "step"}
@@ -323,7 +324,8 @@ def render_poster(
     request = _Request(final_dpi, data is not None, url, quality_vs_steps, quality_metric)
 
     def build(spec: PageSpec, variant: int) -> tuple[list[list[Section]], dict[str, Graphic]]:
-        return _columns(spec, run, words, pictures, metrics, request, variant)
+        columns = _Columns(spec, run, words, pictures, request)
+        return [columns.method(), columns.results(variant), columns.conclusion(metrics)], columns.graphics
 
     title = title or default_title(facts)
     layout, graphics = _fit(base, build, len(pictures.samples), title, authors)

@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-from torch import Tensor
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
-from ddpm.viz.curves import plot_eval_metrics, plot_training_curves, read_jsonl
+from ddpm.rundir import RunDir
+from ddpm.viz.curves import plot_eval_metrics, plot_training_curves
 from ddpm.viz.figures import save_figure
 from ddpm.viz.schedule_plots import plot_schedules
 
@@ -41,32 +32,15 @@ class RunInfo:
 
 def load_run(run_dir: str | Path) -> RunInfo:
     """Read what exists of a run directory; missing files give empty parts, not errors."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise ValueError(f"run directory {str(run_dir)!r} does not exist; give the --out of a `ddpm train`")
-    config_path, log_path, eval_path = (run_dir / n for n in ("config.toml", "log.jsonl", "eval.jsonl"))
-    try:
-        config = tomllib.loads(config_path.read_text()) if config_path.is_file() else {}
-    except tomllib.TOMLDecodeError as err:
-        raise ValueError(f"{config_path} is not valid TOML: {err}") from None
+    run = RunDir(run_dir)
+    if not run.path.is_dir():
+        raise ValueError(f"run directory {str(run.path)!r} does not exist; give the --out of a `ddpm train`")
     return RunInfo(
-        run_dir=run_dir,
-        config=config,
-        log=read_jsonl(log_path) if log_path.is_file() else [],
-        evals=read_jsonl(eval_path) if eval_path.is_file() else [],
+        run_dir=run.path,
+        config=run.config_dict() if run.config_path.is_file() else {},
+        log=run.log_records(),
+        evals=run.eval_records(),
     )
-
-
-def load_samples_npz(path: str | Path) -> Tensor:
-    """Samples of an .npz file: ``images`` (uint8 N×H×W×C) as (N, C, H, W) in [-1, 1], or ``points``."""
-    with np.load(path, allow_pickle=False) as npz:  # never unpickle
-        if "images" in npz:
-            images = torch.from_numpy(npz["images"].astype(np.float32))
-            images = images[..., None] if images.ndim == 3 else images
-            return images.permute(0, 3, 1, 2) / 127.5 - 1
-        if "points" in npz:
-            return torch.from_numpy(npz["points"].astype(np.float32))
-    raise ValueError(f"{path} holds neither 'images' nor 'points'; a samples file needs one of them")
 
 
 def save_run_curves(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
@@ -76,7 +50,7 @@ def save_run_curves(run_dir: str | Path, out_dir: str | Path | None = None) -> l
     ``eval.png`` when eval.jsonl has metrics, and ``schedule.png`` for the run's β schedule.
     """
     run = load_run(run_dir)
-    out = Path(out_dir) if out_dir is not None else run.run_dir / "figures"
+    out = Path(out_dir) if out_dir is not None else RunDir(run.run_dir).figures_dir
     written = []
     if any("loss" in r for r in run.log):
         written.append(save_figure(plot_training_curves(run.log), out / "curves.png"))

@@ -1,4 +1,10 @@
-"""Samplers: plain functions over any denoiser ``model(x_t, t, **cond)``; one file per algorithm.
+"""Samplers: plain functions over any denoiser ``denoiser(x_t, t, ᾱ, **cond) -> Prediction`` (x̂₀, ε̂)
+(``ddpm.diffusion.prediction``: the parameterization, epsilon scaling and clipping wrap the network, so
+no sampler knows what it predicts); one file per algorithm.
+
+A learned variance (``Prediction.variance_frac``, Nichol & Dhariwal eq. 15) is used where the algorithm
+has a Markovian reverse step to put it in: the ancestral sampler (and RePaint, built on its step). DDIM
+at any η, DPM-Solver++ and the σ-samplers ignore it (see :func:`ddim_sample` for why).
 
 Every sampler draws its noise from one generator per sample (``sample_seeds``, ``per_sample_noise``),
 so image i is the same whatever the batch size, and returns a :class:`SampleResult`.

@@ -1,16 +1,14 @@
-"""Checks and set-up shared by every sampler: the initial x_T, its generators, the model call."""
+"""Set-up shared by every sampler: the initial x_T, its generators, the denoiser call."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-from ddpm.diffusion.process import eps_from_x0, predict_x0_eps
+from ddpm.diffusion.prediction import Denoiser, Prediction
 from ddpm.diffusion.samplers.noise import PerSampleGenerators, sample_seeds
-
-Denoiser = Callable[..., Tensor]  # model(x_t, t, **cond) -> Tensor of x_t's shape
 
 
 def initial_state(
@@ -47,33 +45,24 @@ def initial_state(
     return generators.randn(shape[1:], device if device is not None else "cpu", dtype), generators
 
 
-def call_model(model: Denoiser, x_t: Tensor, t: int, cond: dict | None) -> Tensor:
-    """The denoiser's output at timestep index ``t`` for every sample of the batch."""
-    t_batch = torch.full((x_t.shape[0],), t, dtype=torch.long, device=x_t.device)  # (B,)
-    output = model(x_t, t_batch, **(cond or {}))
-    if output.shape != x_t.shape:
-        raise ValueError(
-            f"model output has shape {tuple(output.shape)} but x_t has {tuple(x_t.shape)}; "
-            "the samplers need a prediction of x_t's shape (no learned variance channels)"
-        )
-    return output
+def call_denoiser(
+    denoiser: Denoiser, x_t: Tensor, t: float, alpha_bar: float, cond: dict | None
+) -> Prediction:
+    """The denoiser's (x̂₀, ε̂) for every sample at timestep ``t`` and noise level ᾱ = ``alpha_bar``.
 
-
-def check_clip(clip_x0: float | None) -> None:
-    if clip_x0 is not None and not clip_x0 > 0:
-        raise ValueError(f"clip_x0={clip_x0!r} is invalid; use None (no clipping) or a positive bound")
-
-
-def predict_x0_eps_clipped(
-    x_t: Tensor, model_output: Tensor, alpha_bar: float, parameterization: str, clip_x0: float | None
-) -> tuple[Tensor, Tensor]:
-    """(x̂₀, ε̂) from the model output; with ``clip_x0=c``, x̂₀ is clamped to [−c, c] and ε̂ recomputed
-    from it (as guided-diffusion does), so the pair still satisfies x_t = √ᾱ x̂₀ + √(1−ᾱ) ε̂ (eq. 4).
+    The network sees t as int64 indices when t is an integer (every timestep sampler, and the σ-samplers
+    on integer grids), else as a float tensor: float64 for float64 data, float32 otherwise (half
+    precision would round t).
     """
-    # A 0-d float64 coefficient keeps the arithmetic in x_t's dtype (0-d tensors do not promote).
-    alpha_bar_t = torch.tensor(alpha_bar, dtype=torch.float64)
-    x0_pred, eps_pred = predict_x0_eps(x_t, model_output, alpha_bar_t, parameterization)
-    if clip_x0 is not None:
-        x0_pred = x0_pred.clamp(-clip_x0, clip_x0)
-        eps_pred = eps_from_x0(x_t, x0_pred, alpha_bar_t)
-    return x0_pred, eps_pred
+    if float(t).is_integer():
+        t_batch = torch.full((x_t.shape[0],), int(t), dtype=torch.long, device=x_t.device)  # (B,)
+    else:
+        t_dtype = torch.float64 if x_t.dtype == torch.float64 else torch.float32
+        t_batch = torch.full((x_t.shape[0],), t, dtype=t_dtype, device=x_t.device)  # (B,)
+    prediction = denoiser(x_t, t_batch, alpha_bar, **(cond or {}))
+    if not isinstance(prediction, Prediction):  # a bare network passed where its wrapper belongs
+        raise TypeError(
+            f"the denoiser returned {type(prediction).__name__}, not a Prediction (x̂₀, ε̂); wrap the network "
+            "as Parameterized(net, schedule, parameterization) (ddpm.diffusion.prediction)"
+        )
+    return prediction

@@ -19,8 +19,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ddpm.diffusion.process import check_parameterization
-from ddpm.diffusion.samplers.common import Denoiser, check_clip, initial_state
+from ddpm.diffusion.prediction import Denoiser
+from ddpm.diffusion.samplers.common import initial_state
 from ddpm.diffusion.samplers.result import SampleResult, TrajectoryRecorder
 from ddpm.diffusion.samplers.sigmas import denoise, nearest_timestep, sampling_sigmas
 from ddpm.diffusion.schedules import NoiseSchedule
@@ -73,15 +73,13 @@ def dpm_solver_pp_update(
 
 
 def dpm_solver_pp_sample(
-    model: Denoiser,
+    denoiser: Denoiser,
     schedule: NoiseSchedule,
     shape_or_noise: tuple[int, ...] | Tensor,
     *,
-    parameterization: str = "eps",
     steps: int = 20,
     spacing: str = "karras",
     eta: float = 0.0,
-    clip_x0: float | None = None,
     seeds: Sequence[int] | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
@@ -100,15 +98,13 @@ def dpm_solver_pp_sample(
     diffusers rounds them to integers. ``callback(i, t, x_t, x̂₀)`` and ``trajectory_steps`` report the
     nearest integer t. Other arguments as for :func:`ancestral_sample`.
     """
-    check_parameterization(parameterization)
-    check_clip(clip_x0)
     check_eta(eta)
     levels = sampling_sigmas(schedule, steps, spacing)
     recorder = TrajectoryRecorder(trajectory_steps, [nearest_timestep(level.t) for level in levels])
     x, generators = initial_state(shape_or_noise, seeds, device, dtype)  # x_T: (B, …), the VP state at σ_0
     x0_prev, sigma_prev = None, None
     for i, level in enumerate(levels):
-        x0_pred = denoise(model, x, level, parameterization, clip_x0, cond)  # (B, …)
+        x0_pred = denoise(denoiser, x, level, cond)  # (B, …)
         recorder.record(nearest_timestep(level.t), x, x0_pred)
         if callback is not None:
             callback(i, nearest_timestep(level.t), x, x0_pred)
@@ -123,11 +119,11 @@ def dpm_solver_pp_sample(
 
 
 def dpm_solver_pp_sde_sample(
-    model: Denoiser,
+    denoiser: Denoiser,
     schedule: NoiseSchedule,
     shape_or_noise: tuple[int, ...] | Tensor,
     **options: Any,
 ) -> SampleResult:
     """SDE-DPM-Solver++(2M): :func:`dpm_solver_pp_sample` with ``eta=1`` (diffusers'
     ``DPMSolverMultistepScheduler(algorithm_type="sde-dpmsolver++")``); NFE = steps."""
-    return dpm_solver_pp_sample(model, schedule, shape_or_noise, **{"eta": 1.0, **options})
+    return dpm_solver_pp_sample(denoiser, schedule, shape_or_noise, **{"eta": 1.0, **options})

@@ -16,8 +16,8 @@ from collections.abc import Callable, Collection, Sequence
 import torch
 from torch import Tensor
 
-from ddpm.diffusion.process import check_parameterization
-from ddpm.diffusion.samplers.common import Denoiser, check_clip, initial_state
+from ddpm.diffusion.prediction import Denoiser
+from ddpm.diffusion.samplers.common import initial_state
 from ddpm.diffusion.samplers.noise import PerSampleGenerators
 from ddpm.diffusion.samplers.result import SampleResult, TrajectoryRecorder
 from ddpm.diffusion.samplers.sigmas import SigmaStep, denoise, nearest_timestep, sampling_sigmas
@@ -35,14 +35,12 @@ def ancestral_sigmas(sigma: float, sigma_next: float) -> tuple[float, float]:
 
 def _sample(
     method: str,
-    model: Denoiser,
+    denoiser: Denoiser,
     schedule: NoiseSchedule,
     shape_or_noise: tuple[int, ...] | Tensor,
     *,
-    parameterization: str,
     steps: int,
     spacing: str,
-    clip_x0: float | None,
     seeds: Sequence[int] | None,
     device: torch.device | str | None,
     dtype: torch.dtype,
@@ -51,15 +49,13 @@ def _sample(
     trajectory_steps: str | Collection[int] | None,
 ) -> SampleResult:
     """The shared loop of Alg. 1: an Euler step, then Heun's correction or the ancestral noise."""
-    check_parameterization(parameterization)
-    check_clip(clip_x0)
     levels = sampling_sigmas(schedule, steps, spacing)
     recorder = TrajectoryRecorder(trajectory_steps, [nearest_timestep(level.t) for level in levels])
     x_T, generators = initial_state(shape_or_noise, seeds, device, dtype)  # (B, …)
     x = x_T * math.sqrt(1.0 + levels[0].sigma ** 2)  # σ-space state x = x_t/√ᾱ
 
     def denoised(x: Tensor, level: SigmaStep) -> Tensor:  # D(x; σ) from the VP state x/√(1 + σ²)
-        return denoise(model, x / math.sqrt(1.0 + level.sigma**2), level, parameterization, clip_x0, cond)
+        return denoise(denoiser, x / math.sqrt(1.0 + level.sigma**2), level, cond)
 
     nfe = 0
     for i, level in enumerate(levels):
@@ -94,14 +90,12 @@ def _noise(generators: PerSampleGenerators, like: Tensor) -> Tensor:
 
 
 def euler_sample(
-    model: Denoiser,
+    denoiser: Denoiser,
     schedule: NoiseSchedule,
     shape_or_noise: tuple[int, ...] | Tensor,
     *,
-    parameterization: str = "eps",
     steps: int = 50,
     spacing: str = "karras",
-    clip_x0: float | None = None,
     seeds: Sequence[int] | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
@@ -116,21 +110,18 @@ def euler_sample(
     on the starting point). Other arguments as for :func:`ddim_sample`.
     """
     return _sample(
-        "euler", model, schedule, shape_or_noise,
-        parameterization=parameterization, steps=steps, spacing=spacing, clip_x0=clip_x0, seeds=seeds,
+        "euler", denoiser, schedule, shape_or_noise, steps=steps, spacing=spacing, seeds=seeds,
         device=device, dtype=dtype, cond=cond, callback=callback, trajectory_steps=trajectory_steps,
     )  # fmt: skip
 
 
 def heun_sample(
-    model: Denoiser,
+    denoiser: Denoiser,
     schedule: NoiseSchedule,
     shape_or_noise: tuple[int, ...] | Tensor,
     *,
-    parameterization: str = "eps",
     steps: int = 25,
     spacing: str = "karras",
-    clip_x0: float | None = None,
     seeds: Sequence[int] | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
@@ -145,21 +136,18 @@ def heun_sample(
     ``HeunDiscreteScheduler``. Other arguments as for :func:`euler_sample`.
     """
     return _sample(
-        "heun", model, schedule, shape_or_noise,
-        parameterization=parameterization, steps=steps, spacing=spacing, clip_x0=clip_x0, seeds=seeds,
+        "heun", denoiser, schedule, shape_or_noise, steps=steps, spacing=spacing, seeds=seeds,
         device=device, dtype=dtype, cond=cond, callback=callback, trajectory_steps=trajectory_steps,
     )  # fmt: skip
 
 
 def euler_ancestral_sample(
-    model: Denoiser,
+    denoiser: Denoiser,
     schedule: NoiseSchedule,
     shape_or_noise: tuple[int, ...] | Tensor,
     *,
-    parameterization: str = "eps",
     steps: int = 50,
     spacing: str = "karras",
-    clip_x0: float | None = None,
     seeds: Sequence[int] | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
@@ -174,7 +162,6 @@ def euler_ancestral_sample(
     Other arguments as for :func:`euler_sample`.
     """
     return _sample(
-        "euler_ancestral", model, schedule, shape_or_noise,
-        parameterization=parameterization, steps=steps, spacing=spacing, clip_x0=clip_x0, seeds=seeds,
+        "euler_ancestral", denoiser, schedule, shape_or_noise, steps=steps, spacing=spacing, seeds=seeds,
         device=device, dtype=dtype, cond=cond, callback=callback, trajectory_steps=trajectory_steps,
     )  # fmt: skip

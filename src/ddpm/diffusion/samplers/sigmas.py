@@ -19,17 +19,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ddpm.diffusion.samplers.common import Denoiser, call_model, predict_x0_eps_clipped
+from ddpm.diffusion.prediction import Denoiser
+from ddpm.diffusion.samplers.common import call_denoiser
 from ddpm.diffusion.samplers.spacing import SPACINGS, timesteps
-from ddpm.diffusion.schedules import NoiseSchedule
+from ddpm.diffusion.schedules import NoiseSchedule, schedule_sigmas, t_to_sigmas
 
 SIGMA_SPACINGS: tuple[str, ...] = (*SPACINGS, "karras")
 KARRAS_RHO = 7.0  # Karras et al. eq. 5: ρ = 7 balances the error of the first and last steps
-
-
-def schedule_sigmas(schedule: NoiseSchedule) -> Tensor:
-    """σ_t = √((1 − ᾱ_t)/ᾱ_t) for t = 0 … T−1, float64, ascending."""
-    return ((1.0 - schedule.alpha_bar) / schedule.alpha_bar).sqrt()
 
 
 def karras_sigmas(sigma_min: float, sigma_max: float, n: int, rho: float = KARRAS_RHO) -> Tensor:
@@ -60,13 +56,6 @@ def sigma_to_t(sigma: float, schedule: NoiseSchedule) -> float:
 def t_to_sigma(t: float, schedule: NoiseSchedule) -> float:
     """σ at a fractional timestep: the inverse of :func:`sigma_to_t` (k-diffusion ``t_to_sigma``)."""
     return float(t_to_sigmas(torch.tensor([float(t)], dtype=torch.float64), schedule)[0])
-
-
-def t_to_sigmas(t: Tensor, schedule: NoiseSchedule) -> Tensor:
-    """:func:`t_to_sigma` of every element of ``t``: float64 on the CPU, ``t``'s shape."""
-    log_sigmas = np.log(schedule_sigmas(schedule).numpy())
-    levels = np.arange(len(log_sigmas), dtype=np.float64)
-    return torch.from_numpy(np.exp(np.interp(t.detach().cpu().double().numpy(), levels, log_sigmas)))
 
 
 class SigmaStep(NamedTuple):
@@ -103,35 +92,7 @@ def nearest_timestep(t: float) -> int:
     return round(t)
 
 
-def denoise(
-    model: Denoiser,
-    x_t: Tensor,
-    level: SigmaStep,
-    parameterization: str,
-    clip_x0: float | None,
-    cond: dict | None,
-) -> Tensor:
-    """D(x; σ) of Karras et al. §2: the x̂₀ (B, …) of the network called on the VP state x_t at t(σ).
-
-    ᾱ = 1/(1 + σ²) converts the output (ε, x₀ or v) to x̂₀; ``clip_x0`` clamps it.
-    """
-    output = call_model_at(model, x_t, level.t, cond)
-    alpha_bar = 1.0 / (1.0 + level.sigma**2)
-    x0_pred, _ = predict_x0_eps_clipped(x_t, output, alpha_bar, parameterization, clip_x0)
-    return x0_pred
-
-
-def call_model_at(model: Denoiser, x_t: Tensor, t: float, cond: dict | None) -> Tensor:
-    """The model at timestep t: int64 indices when t is an integer (as every other sampler passes),
-    else a float tensor (float64 for float64 data, float32 otherwise: half precision would round t)."""
-    if float(t).is_integer():
-        return call_model(model, x_t, int(t), cond)
-    t_dtype = torch.float64 if x_t.dtype == torch.float64 else torch.float32
-    t_batch = torch.full((x_t.shape[0],), t, dtype=t_dtype, device=x_t.device)  # (B,)
-    output = model(x_t, t_batch, **(cond or {}))
-    if output.shape != x_t.shape:
-        raise ValueError(
-            f"model output has shape {tuple(output.shape)} but x_t has {tuple(x_t.shape)}; "
-            "the samplers need a prediction of x_t's shape (no learned variance channels)"
-        )
-    return output
+def denoise(denoiser: Denoiser, x_t: Tensor, level: SigmaStep, cond: dict | None) -> Tensor:
+    """D(x; σ) of Karras et al. §2: the x̂₀ (B, …) of the denoiser on the VP state x_t at t(σ), told
+    ᾱ = 1/(1 + σ²), the level this sampler integrates at (so x̂₀ is read at the σ of its update)."""
+    return call_denoiser(denoiser, x_t, level.t, 1.0 / (1.0 + level.sigma**2), cond).x0

@@ -4,6 +4,11 @@ The layout of google/ddpm-cifar10-32, ddpm-celebahq-256, ddpm-church-256 and ddp
 ``unet/config.json``, ``unet/diffusion_pytorch_model.safetensors``, ``scheduler/scheduler_config.json``
 (and ``model_index.json``); see :mod:`ddpm.nets.diffusers_unet` for the U-Net mapping. Only
 safetensors weights are read: a ``.bin`` file is a pickle and is never opened.
+
+Learned variances (Nichol & Dhariwal 2021, eq. 15) are diffusers' ``variance_type="learned_range"``: a
+UNet2DModel with ``out_channels = 2 · in_channels`` whose second half is the variance. Such a folder
+imports as a learned-variance model (``extra["learned_variance"]``, for
+``Parameterized(…, learned_variance=True)``) and exports back the same way.
 """
 
 from __future__ import annotations
@@ -33,10 +38,12 @@ WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 PICKLED_WEIGHTS_NAME = "diffusion_pytorch_model.bin"
 SCHEDULER_CONFIG_NAME = "scheduler_config.json"
 
-# diffusers' names → ours (parameterization; the ancestral sampler's variance).
+# diffusers' names → ours (parameterization; the ancestral sampler's variance). learned_range is a
+# learned variance: "variance" then only names the fixed fallback, β̃ (DDPMScheduler's default).
 PREDICTION_TYPES = {"epsilon": "eps", "sample": "x0", "v_prediction": "v"}
 VARIANCE_TYPES = {"fixed_small": "beta_tilde", "fixed_small_log": "beta_tilde", "fixed_large": "beta",
-                  "fixed_large_log": "beta"}  # fmt: skip
+                  "fixed_large_log": "beta", "learned_range": "beta_tilde"}  # fmt: skip
+LEARNED_VARIANCE_TYPE = "learned_range"
 
 
 # --- Schedule ----------------------------------------------------------------------------------------
@@ -47,8 +54,9 @@ def schedule_from_diffusers(raw: dict[str, Any]) -> tuple[NoiseSchedule, str, di
 
     β in float64 from the config's recipe (diffusers computes the same in float32). ``extra``:
     ``clip_x0`` (clip_sample_range, or None), ``variance`` (``beta_tilde`` for fixed_small, ``beta``
-    for fixed_large: the ancestral sampler's argument), ``scheduler_class``, ``timestep_spacing`` and
-    ``steps_offset`` as written (defaults of DDPMScheduler where absent).
+    for fixed_large: the ancestral sampler's argument), ``learned_variance`` (True for learned_range),
+    ``scheduler_class``, ``timestep_spacing`` and ``steps_offset`` as written (defaults of
+    DDPMScheduler where absent).
     """
     for key in ("thresholding", "rescale_betas_zero_snr"):
         if raw.get(key, False):
@@ -81,11 +89,12 @@ def schedule_from_diffusers(raw: dict[str, Any]) -> tuple[NoiseSchedule, str, di
     variance = raw.get("variance_type", "fixed_small")
     if variance not in VARIANCE_TYPES:
         raise config_error(
-            "variance_type", variance, f"one of {', '.join(VARIANCE_TYPES)} (no learned variance)"
+            "variance_type", variance, f"one of {', '.join(VARIANCE_TYPES)} (not an unbounded learned one)"
         )
     extra = {
         "clip_x0": float(raw.get("clip_sample_range", 1.0)) if raw.get("clip_sample", True) else None,
         "variance": VARIANCE_TYPES[variance],
+        "learned_variance": variance == LEARNED_VARIANCE_TYPE,
         "scheduler_class": raw.get("_class_name", "DDPMScheduler"),
         "timestep_spacing": raw.get("timestep_spacing", "leading"),
         "steps_offset": raw.get("steps_offset", 0),
@@ -94,9 +103,14 @@ def schedule_from_diffusers(raw: dict[str, Any]) -> tuple[NoiseSchedule, str, di
 
 
 def schedule_to_diffusers(
-    schedule: NoiseSchedule, parameterization: str, clip_x0: float | None, variance: str
+    schedule: NoiseSchedule,
+    parameterization: str,
+    clip_x0: float | None,
+    variance: str,
+    learned_variance: bool = False,
 ) -> dict[str, Any]:
-    """A DDPMScheduler ``scheduler_config.json``: a named β recipe when ours is one, else trained_betas."""
+    """A DDPMScheduler ``scheduler_config.json``: a named β recipe when ours is one, else trained_betas;
+    ``variance_type`` learned_range for a learned variance, else the fixed ``variance``'s name."""
     check_parameterization(parameterization)
     variance_types = {"beta_tilde": "fixed_small", "beta": "fixed_large"}
     if variance not in variance_types:
@@ -120,7 +134,7 @@ def schedule_to_diffusers(
         "num_train_timesteps": T,
         **recipe,
         "prediction_type": {v: k for k, v in PREDICTION_TYPES.items()}[parameterization],
-        "variance_type": variance_types[variance],
+        "variance_type": LEARNED_VARIANCE_TYPE if learned_variance else variance_types[variance],
         "clip_sample": clip_x0 is not None,
         "clip_sample_range": 1.0 if clip_x0 is None else float(clip_x0),
         "thresholding": False,
@@ -169,7 +183,19 @@ def load_diffusers_pipeline(folder: str | Path) -> tuple[UNet, NoiseSchedule, st
         _read_json(folder / "scheduler" / SCHEDULER_CONFIG_NAME)
     )
     net, config = load_diffusers_unet(folder / "unet")
+    check_variance_channels(config, extra["learned_variance"])
     return net, schedule, parameterization, {**extra, "unet_config": config}
+
+
+def check_variance_channels(config: UNetConfig, learned_variance: bool) -> None:
+    """A learned-variance U-Net outputs 2C channels (prediction, then variance); a fixed one C."""
+    expected = 2 * config.in_channels if learned_variance else config.in_channels
+    if config.resolved_out_channels != expected:
+        kind = "learned_range (learned variance)" if learned_variance else "a fixed variance"
+        raise ValueError(
+            f"the U-Net has out_channels={config.resolved_out_channels} for in_channels="
+            f"{config.in_channels}, but a scheduler with {kind} needs out_channels={expected}"
+        )
 
 
 def export_diffusers(
@@ -181,14 +207,17 @@ def export_diffusers(
     *,
     clip_x0: float | None = None,
     variance: str = "beta_tilde",
+    learned_variance: bool = False,
 ) -> Path:
     """Write ``folder`` in the layout ``DDPMPipeline.from_pretrained`` (and ``UNet2DModel`` /
-    ``DDPMScheduler.from_pretrained`` with ``subfolder``) load; files there are overwritten."""
+    ``DDPMScheduler.from_pretrained`` with ``subfolder``) load; files there are overwritten.
+    ``learned_variance``: the net outputs 2C channels, written as ``variance_type="learned_range"``."""
     if not isinstance(net, UNet):
         raise ValueError(f"export_diffusers needs a UNet, got {type(net).__name__}")
     if net.config != config:
         raise ValueError(f"config {config} is not the net's config {net.config}")
-    scheduler_config = schedule_to_diffusers(schedule, parameterization, clip_x0, variance)
+    check_variance_channels(config, learned_variance)
+    scheduler_config = schedule_to_diffusers(schedule, parameterization, clip_x0, variance, learned_variance)
     unet_config = unet_config_to_diffusers(config)
     folder = Path(folder)
     for sub in ("unet", "scheduler"):

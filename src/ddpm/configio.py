@@ -128,14 +128,17 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
+    """A TOML file as nested dicts; a one-line ConfigError naming the file if it is absent or unreadable."""
     path = Path(path)
     try:
         with path.open("rb") as f:
             return tomllib.load(f)
     except FileNotFoundError:
         raise ConfigError(f"config file {str(path)!r} does not exist") from None
-    except tomllib.TOMLDecodeError as err:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise ConfigError(f"config file {str(path)!r} is not valid TOML: {err}") from None
+    except OSError as err:
+        raise ConfigError(f"config file {str(path)!r} could not be read: {err.strerror or err}") from None
 
 
 def dumps_toml(data: dict[str, Any]) -> str:

@@ -14,16 +14,17 @@ import torch
 from diffusers import DDIMPipeline, DDPMPipeline, DDPMScheduler, UNet2DModel
 from safetensors.torch import load_file, save_file
 
+from ddpm.diffusion.prediction import Parameterized
 from ddpm.diffusion.samplers import ancestral_sample, ddim_sample, sample_seeds
 from ddpm.diffusion.schedules import make_schedule
-from ddpm.nets import UNET_PRESETS, MLPConfig, MLPDenoiser, UNet, UNetConfig
-from ddpm.nets.diffusers_io import (
+from ddpm.interop.diffusers import (
     export_diffusers,
     load_diffusers_pipeline,
     load_diffusers_unet,
     schedule_from_diffusers,
     unet_config_to_diffusers,
 )
+from ddpm.nets import UNET_PRESETS, MLPConfig, MLPDenoiser, UNet, UNetConfig
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning")
 
@@ -220,10 +221,10 @@ def test_ddpm_sampling_with_the_imported_model_matches_diffusers_pipeline(tmp_pa
         batch_size=2, generator=generators, num_inference_steps=10, output_type="np"
     ).images  # (B, H, W, C) in [0, 1]
     with torch.no_grad():
+        denoiser = Parameterized(net, schedule, parameterization, clip_x0=extra["clip_x0"])
         ours = ancestral_sample(
-            net, schedule, (2, 3, 8, 8), parameterization=parameterization, steps=10,
-            variance=extra["variance"], clip_x0=extra["clip_x0"], seeds=seeds,
-        )  # fmt: skip
+            denoiser, schedule, (2, 3, 8, 8), steps=10, variance=extra["variance"], seeds=seeds
+        )
     _same_images(ours.samples, theirs)
 
 
@@ -238,9 +239,69 @@ def test_ddim_sampling_with_the_imported_model_matches_diffusers_pipeline(tmp_pa
         output_type="np",
     ).images  # fmt: skip
     with torch.no_grad():
-        ours = ddim_sample(net, schedule, (2, 3, 8, 8), parameterization=parameterization, steps=10,
-                           clip_x0=extra["clip_x0"], seeds=seeds)  # fmt: skip
+        denoiser = Parameterized(net, schedule, parameterization, clip_x0=extra["clip_x0"])
+        ours = ddim_sample(denoiser, schedule, (2, 3, 8, 8), steps=10, seeds=seeds)
     _same_images(ours.samples, theirs)
+
+
+# --- Learned variances (variance_type="learned_range") ---------------------------------------------------
+
+
+def test_ancestral_sampling_of_an_imported_learned_variance_model_matches_diffusers_pipeline(tmp_path):
+    """A UNet2DModel with out_channels = 2·in_channels and learned_range: our ancestral sampler with its
+    learned variance draws the pipeline's images from the same noise."""
+    unet = _diffusers_unet({**SMALL_CONFIG, "out_channels": 6}, seed=5)
+    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", clip_sample=True,
+                              variance_type="learned_range", prediction_type="v_prediction")  # fmt: skip
+    DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(tmp_path, safe_serialization=True)
+    net, schedule, parameterization, extra = load_diffusers_pipeline(tmp_path)
+    assert extra["learned_variance"] and extra["unet_config"].resolved_out_channels == 6
+    seeds = sample_seeds(13, 2)
+    generators = [torch.Generator().manual_seed(s) for s in seeds]
+    theirs = DDPMPipeline(unet=unet, scheduler=scheduler)(
+        batch_size=2, generator=generators, num_inference_steps=10, output_type="np"
+    ).images
+    with torch.no_grad():
+        denoiser = Parameterized(
+            net, schedule, parameterization, clip_x0=extra["clip_x0"], learned_variance=True
+        )
+        ours = ancestral_sample(denoiser, schedule, (2, 3, 8, 8), steps=10, seeds=seeds)
+        fixed = Parameterized(lambda x, t: net(x, t)[:, :3], schedule, parameterization, clip_x0=1.0)
+        without = ancestral_sample(
+            fixed, schedule, (2, 3, 8, 8), steps=10, variance=extra["variance"], seeds=seeds
+        )
+    _same_images(ours.samples, theirs)
+    assert (ours.samples - without.samples).abs().max() > 1e-2  # the learned variance made a difference
+
+
+def test_a_learned_variance_model_exports_as_learned_range_and_loads_back(tmp_path):
+    config = UNetConfig(in_channels=1, out_channels=2, image_size=8, base_channels=16, channel_mult=(1, 2),
+                        num_res_blocks=1, attention_resolutions=(4,), num_heads=1, dropout=0.0,
+                        num_groups=4)  # fmt: skip
+    ours = _randomized(config)
+    schedule = make_schedule("linear", 1000)
+    export_diffusers(ours, config, schedule, "eps", tmp_path, learned_variance=True)
+    scheduler = DDPMScheduler.from_pretrained(tmp_path / "scheduler")
+    assert scheduler.config.variance_type == "learned_range"
+    theirs = UNet2DModel.from_pretrained(tmp_path / "unet").eval()
+    assert theirs.config.out_channels == 2
+    _outputs_agree(theirs, ours, 8)
+    _, _, _, extra = load_diffusers_pipeline(tmp_path)
+    assert extra["learned_variance"] and extra["unet_config"] == config
+    with pytest.raises(ValueError, match=r"the U-Net has out_channels=2 for in_channels=1, but a scheduler "
+                                         r"with a fixed variance needs out_channels=1"):  # fmt: skip
+        export_diffusers(ours, config, schedule, "eps", tmp_path / "fixed")
+
+
+def test_variance_channels_that_do_not_fit_the_scheduler_are_refused(tmp_path):
+    _small_pipeline_folder(tmp_path, "fixed_small")  # out_channels = in_channels = 3
+    scheduler_path = tmp_path / "scheduler" / "scheduler_config.json"
+    written = json.loads(scheduler_path.read_text())
+    scheduler_path.write_text(json.dumps({**written, "variance_type": "learned_range"}))
+    message = r"out_channels=3 for in_channels=3, but a scheduler with learned_range \(learned variance\)"
+    with pytest.raises(ValueError, match=message + " needs out_channels=6"):
+        load_diffusers_pipeline(tmp_path)
+    assert schedule_from_diffusers(written)[2]["learned_variance"] is False
 
 
 # --- Refusals ------------------------------------------------------------------------------------------
@@ -347,7 +408,7 @@ def test_weights_that_do_not_fit_the_config_are_refused(tmp_path):
         ({"rescale_betas_zero_snr": True}, "rescale_betas_zero_snr=True is not supported"),
         ({"beta_schedule": "laplace"}, "beta_schedule='laplace' is not supported"),
         ({"prediction_type": "flow_prediction"}, "prediction_type='flow_prediction' is not supported"),
-        ({"variance_type": "learned_range"}, "variance_type='learned_range' is not supported"),
+        ({"variance_type": "learned"}, "variance_type='learned' is not supported"),  # learned_range is
     ],
 )
 def test_scheduler_configs_ours_cannot_represent_are_refused(changes, message):

@@ -1,0 +1,233 @@
+"""What several commands share: checking flags and output paths, opening the model of a run, writing
+samples files, a run's pictures and the real data its samples are scored against.
+
+Sits below ``ddpm.commands`` (whose modules never import each other) and above model, rundir, train,
+eval, viz and data; it imports neither the commands nor the CLI.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import UnidentifiedImageError
+from torch import Tensor
+
+from ddpm.data.user_images import load_images, load_mask
+from ddpm.devices import resolve_device
+from ddpm.diffusion.eps_scaling import check_eps_scale
+from ddpm.diffusion.guidance import check_guidance_scale
+from ddpm.diffusion.samplers import SAMPLERS, TrajectoryStep, spacings_for
+from ddpm.eval import Evaluation, load_samples_npz, prepare
+from ddpm.model import DiffusionModel, from_checkpoint, to_uint8
+from ddpm.rundir import RunDir, read_checkpoint_meta, resolve_checkpoint
+from ddpm.train.config import DataConfig, TrainConfig, config_from_dict
+from ddpm.train.run_data import load_data
+
+
+class UsageError(ValueError):
+    """Bad command-line usage: printed as one line, exit status 2."""
+
+
+def check_count(flag: str, value: int, minimum: int = 1) -> None:
+    """Refuse an integer flag (``--n``, ``--steps``, ``--seed``…) that is not an integer ≥ ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise UsageError(f"{flag} {value!r} is invalid; it must be an integer ≥ {minimum}")
+
+
+def check_out(out: str | Path, suffixes: Sequence[str], flag: str = "--out") -> Path:
+    """``out`` as a Path once its suffix is one of ``suffixes`` (checked before any work is done)."""
+    out = Path(out)
+    if out.suffix.lower() not in suffixes:
+        raise UsageError(f"{flag} {str(out)!r} must end in {' or '.join(suffixes)}")
+    return out
+
+
+def check_guidance_flag(scale: float) -> None:
+    """Refuse a bad ``--guidance`` in the flag's own words (see ``ddpm.diffusion.guidance``)."""
+    try:
+        check_guidance_scale(scale)
+    except ValueError:
+        raise UsageError(
+            f"--guidance {scale!r} is invalid; give a finite number ≥ 0 (0 = unconditional, 1 = conditional)"
+        ) from None
+
+
+def check_eps_scale_flag(eps_scale: float) -> None:
+    """Refuse a bad ``--eps-scale`` in the flag's own words (see ``ddpm.diffusion.eps_scaling``)."""
+    try:
+        check_eps_scale(eps_scale)
+    except ValueError:
+        raise UsageError(
+            f"--eps-scale {eps_scale!r} is invalid; give a finite number > 0 (1 = off)"
+        ) from None
+
+
+def device_for(name: str) -> torch.device:
+    """``--device`` resolved; a name torch does not know is a usage error, not a RuntimeError."""
+    try:
+        return resolve_device(name)
+    except RuntimeError:
+        raise UsageError(f"--device {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+
+
+@dataclass(frozen=True)
+class SamplerFlags:
+    """``--sampler``, ``--steps``, ``--spacing``, ``--eps-scale``, ``--eta``; None is the run's own."""
+
+    sampler: str | None = None
+    steps: int | None = None
+    spacing: str | None = None
+    eps_scale: float | None = None
+    eta: float | None = None
+
+    def check(self, run_sampler: str | None = None) -> None:
+        """Refuse bad values; ``--spacing`` and ``--eta`` are checked against the sampler that will run
+        (the flag, else ``run_sampler``; unchecked while neither is known, i.e. before loading)."""
+        if self.sampler is not None and self.sampler not in SAMPLERS:
+            raise UsageError(f"--sampler {self.sampler!r} is not a sampler; choose {', '.join(SAMPLERS)}")
+        if self.steps is not None:
+            check_count("--steps", self.steps)
+        if self.eps_scale is not None:
+            check_eps_scale_flag(self.eps_scale)
+        if self.eta is not None and not 0.0 <= self.eta <= 1.0:
+            raise UsageError(f"--eta {self.eta} is outside [0, 1]")
+        sampler = self.sampler or run_sampler
+        if sampler is None:
+            return
+        if self.eta and sampler != "ddim":
+            raise UsageError(f"--eta applies to the ddim sampler only, not {sampler!r}")
+        if self.spacing is not None and self.spacing not in spacings_for(sampler):
+            choices = ", ".join(spacings_for(sampler))
+            raise UsageError(
+                f"--spacing {self.spacing!r} is not allowed for the {sampler} sampler; choose {choices}"
+            )
+
+    def options(self) -> dict[str, Any]:
+        """The flags as ``DiffusionModel.sample`` takes them, None (the run's own) included."""
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class OpenedRun:
+    """A model loaded for a command, with the config its weights were trained with."""
+
+    model: DiffusionModel
+    config: TrainConfig  # the run's full config as its checkpoint stores it (data section included)
+    run_dir: RunDir | None  # None for a checkpoint folder outside a run directory
+
+
+def open_run(
+    path: str | Path, *, weights: str = "ema", device: str = "auto", images_only: bool = False
+) -> OpenedRun:
+    """Load a run directory (its newest valid checkpoint) or a checkpoint folder for a command."""
+    target = device_for(device)
+    run_dir, checkpoint = resolve_checkpoint(path)  # once: for a run directory it verifies every file
+    meta = read_checkpoint_meta(checkpoint)
+    model = from_checkpoint(checkpoint, meta, weights=weights, device=target)
+    if images_only and model.kind != "images":
+        raise UsageError(f"{str(path)!r} is a model of 2-D points; editing needs an image model")
+    # One source for weights and config: the checkpoint's own record of the run it came from.
+    config = config_from_dict(meta["config"])
+    return OpenedRun(model, config, run_dir)
+
+
+def read_images(paths: Sequence[str | Path], sample_shape: tuple[int, ...]) -> Tensor:
+    """Image files fitted to the model (``ddpm.data.user_images``); an unreadable one is a usage error."""
+    try:
+        return load_images(paths, sample_shape)
+    except (UnidentifiedImageError, zipfile.BadZipFile, EOFError) as err:
+        raise UsageError(f"{err}; give image files or a samples .npz") from None
+
+
+def read_mask(spec: str | Path, sample_shape: tuple[int, ...]) -> Tensor:
+    """``--mask``: a mask image or a named region (see ``ddpm.data.user_images``)."""
+    try:
+        return load_mask(spec, sample_shape)
+    except UnidentifiedImageError as err:
+        raise UsageError(f"--mask {str(spec)!r} is not a readable image ({err})") from None
+
+
+def read_samples(path: str | Path) -> tuple[Tensor, Tensor | None]:
+    """A samples .npz (see ``ddpm.eval.samples``); a damaged archive is a usage error."""
+    if Path(path).is_file() and not zipfile.is_zipfile(path):  # np.load would try (and refuse) a pickle
+        raise UsageError(f"{str(path)!r} is not a samples .npz (a zip archive of arrays)")
+    try:
+        return load_samples_npz(path)
+    except (zipfile.BadZipFile, EOFError) as err:
+        raise UsageError(f"{str(path)!r} is not a readable samples .npz ({err})") from None
+
+
+def save_npz(out: Path, **arrays: np.ndarray) -> Path:
+    """Write ``arrays`` compressed to ``out`` (its folder created)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out, **arrays)
+    return out
+
+
+def write_samples(samples: Tensor, out: Path, kind: str, labels: Tensor | None = None) -> Path:
+    """``.npz``: the samples file of DESIGN.md (``images`` uint8 N×H×W×C or ``points`` float32 N×2, plus
+    ``labels``); ``.png``: a grid of images or a scatter of points."""
+    if out.suffix.lower() == ".npz":
+        arrays = (
+            {"images": to_uint8(samples)}
+            if kind == "images"
+            else {"points": samples.numpy().astype(np.float32)}
+        )
+        if labels is not None:
+            arrays["labels"] = labels.numpy().astype(np.int64)
+        return save_npz(out, **arrays)
+    from ddpm.viz.grid import save_grid
+    from ddpm.viz.scatter import save_scatter
+
+    return (save_grid if kind == "images" else save_scatter)(samples, out)
+
+
+@dataclass
+class RunPictures:
+    """What the pictures of a run are drawn from."""
+
+    model: DiffusionModel
+    real: Tensor  # real x₀ from the training data (images in [-1, 1] or points)
+    samples: Tensor  # model samples
+    trajectory: list[TrajectoryStep]  # x_t and x̂₀ at every step of sampling
+
+
+def gather(
+    opened: OpenedRun, *, n: int = 64, seed: int = 0, flags: SamplerFlags = SamplerFlags()
+) -> RunPictures:
+    """``n`` real training samples and ``n`` model samples drawn in one batch with their trajectory."""
+    model = opened.model
+    dataset = load_data(opened.config)
+    count = min(n, len(dataset))
+    real = dataset.batch(torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:count])
+    [result] = model.sample_with_result(
+        n, **flags.options(), seed=seed, batch_size=n, labels=model.default_labels(n), trajectory_steps="all"
+    )
+    return RunPictures(model, real, result.samples.cpu(), result.trajectory)
+
+
+def prepare_real(
+    spec: str, n: int, *, run_data: DataConfig | None = None, root: str | None = None, **options: Any
+) -> Evaluation:
+    """Real data and features to score ``n`` samples against (``ddpm.eval.prepare``). With the run's data
+    section, its image size, channels and root apply: the run's samples have that shape."""
+    if run_data is not None:
+        options.update(image_size=run_data.image_size or None, channels=run_data.channels or None)
+        root = root or run_data.root or None
+    return prepare(spec, n, root=root, **options)
+
+
+def draw_for_scoring(
+    model: DiffusionModel, n: int, flags: SamplerFlags, *, seed: int = 0, batch_size: int = 256
+) -> Tensor:
+    """``n`` samples to score, cycling through the classes of a class-conditional model."""
+    return model.sample(
+        n, **flags.options(), seed=seed, batch_size=batch_size, labels=model.default_labels(n)
+    )

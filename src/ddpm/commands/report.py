@@ -1,0 +1,105 @@
+"""`ddpm report`: a poster of a run, laid out by the lecture's poster guidelines.
+
+The run's checkpoint is loaded once; the samples, the reverse-process strip and (for a run that logged
+no evaluation) the headline metrics and quality-against-steps curve all come from that one model,
+drawn with the run's own sampler.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+from ddpm.command_support import (
+    OpenedRun,
+    SamplerFlags,
+    UsageError,
+    check_out,
+    device_for,
+    draw_for_scoring,
+    gather,
+    open_run,
+    prepare_real,
+)
+from ddpm.eval import score
+from ddpm.model import SamplingConfig
+
+POSTER_SUFFIXES = (".pdf", ".png", ".svg")
+QUALITY_STEPS = (5, 10, 20, 50)  # sampler steps of the poster's quality-against-steps curve
+HEADLINE_METRICS = ("fd", "precision", "recall")
+
+
+def describe_sampler(settings: SamplingConfig) -> str:
+    """``dpm++2m_sde with 20 steps (trailing spacing, ε / 1.06)``: which sampler drew the samples."""
+    steps = f"{settings.steps} steps" if settings.steps is not None else "its default steps"
+    details = [f"{settings.spacing} spacing"] if settings.spacing is not None else []
+    if settings.sampler == "ddim":
+        details.append(f"η = {settings.eta:g}")
+    if settings.eps_scale != 1:
+        details.append(f"ε / {settings.eps_scale:g}")
+    return f"{settings.sampler} with {steps}" + (f" ({', '.join(details)})" if details else "")
+
+
+def quick_metrics(
+    opened: OpenedRun, *, n: int = 256, steps: Sequence[int] = QUALITY_STEPS, device: str = "auto"
+) -> tuple[dict[str, float], dict[int, float]] | None:
+    """Headline metrics of ``n`` samples from the run's own sampler, and the first of them at each
+    number of ``steps``: for a run that logged no evaluation. None when the data set's feature
+    network is unavailable (e.g. Inception weights not downloaded)."""
+    model, data = opened.model, opened.config.data
+    try:
+        evaluation = prepare_real(
+            data.spec, n, run_data=data, metrics=HEADLINE_METRICS, device=device_for(device), progress=True
+        )
+    except (FileNotFoundError, ValueError):
+        return None
+
+    def scores(flags: SamplerFlags) -> dict[str, float]:
+        found = score(evaluation, draw_for_scoring(model, n, flags), seed=0, progress=True)
+        return {key: value for key, value in found.items() if key != "n"}
+
+    headline = scores(SamplerFlags())
+    key = next(iter(headline))
+    own = model.sampling.steps
+    quality = {s: headline[key] if s == own else scores(SamplerFlags(steps=s))[key] for s in steps}
+    return headline, quality
+
+
+def make_report(
+    run_dir: str | Path,
+    out: str | Path,
+    *,
+    title: str | None = None,
+    authors: str = "",
+    url: str | None = None,
+    page: str = "poster",
+    device: str = "auto",
+) -> Path:
+    """The poster of a run (PDF, PNG or SVG by suffix), from one load of its newest checkpoint."""
+    from ddpm import viz
+
+    out = check_out(out, POSTER_SUFFIXES)
+    opened = open_run(run_dir, device=device)
+    if opened.run_dir is None:
+        raise UsageError(f"{str(run_dir)!r} is a checkpoint outside a run directory; give the run directory")
+    pictures = gather(opened, n=64)
+    caption = f"Samples from the EMA weights, {describe_sampler(opened.model.sampling)}."
+    found = None if opened.run_dir.eval_path.exists() else quick_metrics(opened, device=device)
+    metrics, quality = (None, None) if found is None else found
+    viz.make_poster(
+        opened.run_dir.path, out, samples=pictures.samples, data=pictures.real,
+        trajectory=pictures.trajectory, title=title, authors=authors, url=url, page=page,
+        text=viz.PosterText(samples_caption=caption), metrics=metrics,
+        quality_vs_steps=None if quality is None else {opened.model.sampling.sampler: quality},
+        quality_metric=None if metrics is None else next(iter(metrics)),
+    )  # fmt: skip
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    """``ddpm report``: print the poster's path."""
+    poster = make_report(args.run_dir, args.out, title=args.title, authors=args.authors, url=args.url,
+                         page=args.page, device=args.device)  # fmt: skip
+    print(poster)
+    return 0

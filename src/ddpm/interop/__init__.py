@@ -1,0 +1,1 @@
+"""Other formats in and out: diffusers folders (``UNet2DModel`` + a scheduler config) ⇄ our models."""

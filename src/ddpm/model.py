@@ -1,0 +1,328 @@
+"""The one model object: a denoiser network with its schedule, parameterization and own sampler.
+
+import ddpm
+model = ddpm.load("runs/digits")
+images = model.sample(16)            # the run's own sampler (its previews and evaluation use it too)
+ddpm.to_pil(images)[0]
+
+Every path that draws from a model (the CLI, previews, evaluation, editing, reports) goes through
+:meth:`DiffusionModel.sample_with_result`: the network is wrapped once (:meth:`DiffusionModel.denoiser`:
+guidance on its raw output, then its parameterization, epsilon scaling and x̂₀ clipping) and handed
+to a sampler of ``ddpm.diffusion.samplers``, which never knows what network is inside. A latent model (a codec
+around the same sampler) or a controlled one (an extra conditioning input) is this object with more
+parts, not a second copy of this path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor, nn
+
+from ddpm.configio import coerce
+from ddpm.diffusion import NoiseSchedule, make_schedule
+from ddpm.diffusion.eps_scaling import check_eps_scale
+from ddpm.diffusion.guidance import ClassifierFreeGuidance, check_guidance_scale
+from ddpm.diffusion.prediction import Parameterized
+from ddpm.diffusion.samplers import SAMPLERS, SampleResult, sample_seeds, spacings_for
+from ddpm.nets import MLPConfig, UNetConfig, build_net
+from ddpm.rundir import read_checkpoint_meta, read_weights, resolve_checkpoint
+
+NetConfig = UNetConfig | MLPConfig
+NET_KINDS: dict[str, type] = {"unet": UNetConfig, "mlp": MLPConfig}  # config.toml's model.kind
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """A model's own sampler: the default of previews, evaluation and every command that draws from it.
+
+    Stored in a run's config as ``run.preview_sampler``, ``run.preview_steps``, ``run.preview_spacing``
+    and ``run.preview_eps_scale``; None means the sampler's own default.
+    """
+
+    sampler: str = "ddim"  # a key of ddpm.diffusion.samplers.SAMPLERS
+    steps: int | None = None  # sampler steps; None → the sampler's default
+    spacing: str | None = None  # visited timesteps; None → the sampler's default
+    eps_scale: float = 1.0  # epsilon scaling λ (Ning et al. 2024); 1 → off
+    eta: float = 0.0  # DDIM η (ddim only): 0 deterministic, 1 ancestral
+
+    def __post_init__(self) -> None:
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {self.sampler!r}; allowed: {', '.join(SAMPLERS)}")
+        if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(self.steps, int)
+                                       or self.steps < 1):  # fmt: skip
+            raise ValueError(f"steps={self.steps!r} is invalid; give an integer ≥ 1")
+        if self.spacing is not None and self.spacing not in spacings_for(self.sampler):
+            choices = ", ".join(spacings_for(self.sampler))
+            raise ValueError(
+                f"spacing {self.spacing!r} is not allowed for the {self.sampler} sampler; choose {choices}"
+            )
+        check_eps_scale(self.eps_scale)
+        if not (isinstance(self.eta, (int, float)) and 0.0 <= self.eta <= 1.0):
+            raise ValueError(f"eta={self.eta!r} is outside [0, 1]")
+        if self.eta and self.sampler != "ddim":
+            raise ValueError(f"eta={self.eta} applies to the ddim sampler only, not {self.sampler!r}")
+
+    @classmethod
+    def from_run_section(cls, run: Mapping[str, Any]) -> SamplingConfig:
+        """The ``[run]`` table of a run's config (preview_* keys; absent keys take RunConfig's defaults)."""
+        return cls(
+            sampler=run.get("preview_sampler", "ddim"),
+            steps=run.get("preview_steps", 100),
+            spacing=run.get("preview_spacing"),
+            eps_scale=run.get("preview_eps_scale", 1.0),
+        )
+
+    def with_overrides(self, **overrides: Any) -> SamplingConfig:
+        """These settings with the non-None ``overrides`` applied. Naming another sampler drops this
+        one's steps, spacing, η and λ (they were chosen for it) in favour of that sampler's defaults."""
+        unknown = set(overrides) - {"sampler", "steps", "spacing", "eps_scale", "eta"}
+        if unknown:
+            raise ValueError(
+                f"unknown sampling option(s) {', '.join(sorted(unknown))}; allowed: sampler, steps, spacing, "
+                "eps_scale, eta"
+            )
+        given = {key: value for key, value in overrides.items() if value is not None}
+        same_sampler = given.get("sampler", self.sampler) == self.sampler
+        base = self if same_sampler else SamplingConfig(given["sampler"])
+        return replace(base, **given)
+
+    def sampler_options(self) -> dict[str, Any]:
+        """The keyword arguments ``SAMPLERS[self.sampler]`` takes for these settings."""
+        options: dict[str, Any] = {}
+        if self.steps is not None:
+            options["steps"] = self.steps
+        if self.spacing is not None:
+            options["spacing"] = self.spacing
+        if self.sampler == "ddim":
+            options["eta"] = self.eta
+        return options
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a model is apart from its weights: the network's config, the forward process, the shape
+    and kind of its samples, and its own sampler."""
+
+    net: NetConfig
+    schedule: str  # β schedule name (linear, cosine, sigmoid)
+    num_steps: int  # T
+    parameterization: str  # what the network predicts: eps, x0 or v
+    sample_shape: tuple[int, ...]  # (C, H, W) for images, (2,) for points
+    kind: str  # "images" or "points"
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], sample_shape: Sequence[int], kind: str) -> ModelSpec:
+        """From a run's config as stored (config.toml, a checkpoint's meta.json): the ``model``,
+        ``diffusion`` and ``run.preview_*`` sections; the rest (data, optimizer) is training's."""
+        net = dict(config.get("model", {}))
+        net_kind = net.pop("kind", "unet")
+        if net_kind not in NET_KINDS:
+            raise ValueError(f"model.kind={net_kind!r} is not allowed; choose one of {', '.join(NET_KINDS)}")
+        diffusion = config.get("diffusion", {})
+        return cls(
+            net=coerce(NET_KINDS[net_kind], net, "model"),
+            schedule=diffusion.get("schedule", "linear"),
+            num_steps=diffusion.get("num_steps", 1000),
+            parameterization=diffusion.get("parameterization", "eps"),
+            sample_shape=tuple(sample_shape),
+            kind=kind,
+            sampling=SamplingConfig.from_run_section(config.get("run", {})),
+        )
+
+
+@dataclass
+class DiffusionModel:
+    """A denoiser network with its schedule, declared parameterization and own sampler."""
+
+    net: nn.Module
+    spec: ModelSpec
+    schedule: NoiseSchedule
+    step: int = 0  # training steps behind these weights
+
+    parameterization = property(lambda self: self.spec.parameterization)
+    sample_shape = property(lambda self: self.spec.sample_shape)
+    kind = property(lambda self: self.spec.kind)
+    sampling = property(lambda self: self.spec.sampling)
+
+    @property
+    def num_classes(self) -> int | None:
+        return getattr(self.spec.net, "num_classes", None)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+    def denoiser(
+        self, *, guidance: float = 1.0, eps_scale: float = 1.0, clip_x0: float | None = None
+    ) -> Parameterized:
+        """The network as samplers take it (a ``diffusion.prediction.Denoiser``): classifier-free guidance
+        on its raw output (scale s ≠ 1, class-conditional models only), then its parameterization,
+        epsilon scaling λ and x̂₀ clipping to [−c, c]."""
+        check_guidance_scale(guidance)
+        if guidance == 1:
+            raw = self.net
+        elif self.num_classes is None:
+            raise ValueError(
+                f"guidance={guidance} needs a class-conditional model; this one is unconditional "
+                "(leave it at 1.0)"
+            )
+        else:
+            raw = ClassifierFreeGuidance(self.net, guidance, self.num_classes)  # label K means "no label"
+        return Parameterized(raw, self.schedule, self.parameterization, eps_scale=eps_scale, clip_x0=clip_x0)
+
+    def labels(self, labels: int | Sequence[int] | Tensor | None, n: int) -> Tensor | None:
+        """(n,) class indices on the model's device from one label or one per sample; None stays None."""
+        if labels is None:
+            return None
+        if self.num_classes is None:
+            raise ValueError("labels given to an unconditional model; train with data.class_conditional")
+        values = torch.as_tensor([labels] * n if isinstance(labels, int) else labels)
+        if values.is_floating_point() or values.is_complex() or values.dtype == torch.bool:
+            raise ValueError(f"labels must be integer class indices, got {values.dtype}")
+        values = values.reshape(-1).long()
+        if values.numel() != n:
+            raise ValueError(f"got {values.numel()} labels for {n} samples; give one label or one per sample")
+        bad = values[(values < 0) | (values >= self.num_classes)]
+        if bad.numel():
+            raise ValueError(
+                f"class {int(bad[0])} is out of range; this model has classes 0…{self.num_classes - 1}"
+            )
+        return values.to(self.device)
+
+    def default_labels(self, n: int) -> Tensor | None:
+        """Classes 0, 1, …, K−1, 0, … for a class-conditional model (previews, evaluation); else None."""
+        return None if self.num_classes is None else torch.arange(n) % self.num_classes
+
+    def sample_with_result(
+        self,
+        n: int | None = None,
+        *,
+        noise: Tensor | None = None,
+        seed: int = 0,
+        seeds: Sequence[int] | None = None,
+        labels: int | Sequence[int] | Tensor | None = None,
+        guidance: float = 1.0,
+        batch_size: int = 256,
+        clip_x0: float | None = None,
+        progress: Callable[[int], None] | None = None,
+        trajectory_steps: Any = None,
+        **sampling: Any,
+    ) -> list[SampleResult]:
+        """Draw ``n`` samples (or sample from given x_T ``noise`` (N, …)) in batches of ``batch_size``.
+
+        Image i depends only on its seed (``sample_seeds(seed, n)[i]``, or ``seeds[i]``), not on the
+        batch size. ``sampling``: ``sampler``, ``steps``, ``spacing``, ``eta``, ``eps_scale``; each one
+        left out or None is the model's own (:class:`SamplingConfig`). ``labels``: one class for all
+        samples or one per sample. ``guidance`` is the classifier-free guidance scale s ≥ 0 (diffusers'
+        ``guidance_scale``; Ho & Salimans 2022 eq. 6 with w = s − 1): 1 is the plain model and needs no
+        labels, any other s needs them. ``eps_scale`` λ divides the predicted noise at every step.
+        """
+        settings = self.sampling.with_overrides(**sampling)
+        n = _count(n, noise)
+        _check_positive_int("batch_size", batch_size)
+        clip_x0 = 1.0 if clip_x0 is None and self.kind == "images" else clip_x0  # images live in [-1, 1]
+        denoiser = self.denoiser(guidance=guidance, eps_scale=settings.eps_scale, clip_x0=clip_x0)
+        labels = self.labels(labels, n)
+        if guidance != 1 and labels is None:
+            raise ValueError(f"guidance={guidance} needs labels: guidance steers samples towards a class")
+        seeds = sample_seeds(seed, n) if seeds is None else list(seeds)
+        if noise is not None:
+            noise = self._check_noise(noise)
+        results = []
+        self.net.eval()
+        with torch.inference_mode():
+            for start in range(0, n, batch_size):
+                rows = slice(start, start + batch_size)
+                batch_seeds = seeds[rows]
+                result = SAMPLERS[settings.sampler](
+                    denoiser, self.schedule,
+                    (len(batch_seeds), *self.sample_shape) if noise is None else noise[rows],
+                    seeds=batch_seeds, device=self.device, trajectory_steps=trajectory_steps,
+                    cond=None if labels is None else {"class_labels": labels[rows]},
+                    **settings.sampler_options(),
+                )  # fmt: skip
+                results.append(result)
+                if progress is not None:
+                    progress(len(batch_seeds))
+        return results
+
+    def sample(self, n: int | None = None, **options: Any) -> Tensor:
+        """Samples on the CPU: images in [-1, 1] (N, C, H, W) or points (N, 2); options as
+        :meth:`sample_with_result`."""
+        return torch.cat([r.samples.cpu() for r in self.sample_with_result(n, **options)])
+
+    def _check_noise(self, noise: Tensor) -> Tensor:
+        """x_T as a float (N, *sample_shape) batch on the model's device."""
+        if not isinstance(noise, Tensor) or not noise.is_floating_point():
+            raise ValueError(f"noise must be a float tensor, got {getattr(noise, 'dtype', type(noise))}")
+        if noise.ndim != len(self.sample_shape) + 1 or tuple(noise.shape[1:]) != self.sample_shape:
+            wanted = ", ".join(map(str, self.sample_shape))
+            raise ValueError(f"noise has shape {tuple(noise.shape)}; this model needs (N, {wanted})")
+        return noise.to(self.device)
+
+
+def _check_positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}={value!r} is invalid; it must be an integer ≥ 1")
+
+
+def _count(n: int | None, noise: Tensor | None) -> int:
+    """How many samples: ``n``, or the rows of ``noise`` (giving both, they must agree)."""
+    if noise is None:
+        if n is None:
+            raise ValueError("give n (how many samples) or noise (x_T to sample from)")
+        _check_positive_int("n", n)
+        return n
+    if n is not None and n != len(noise):
+        raise ValueError(f"n={n} does not match the {len(noise)} rows of noise; give one or the other")
+    return len(noise)
+
+
+def build_model(spec: ModelSpec, net: nn.Module | None = None, *, step: int = 0) -> DiffusionModel:
+    """The model ``spec`` describes around ``net`` (default: a new, untrained network — a baseline)."""
+    return DiffusionModel(
+        net=build_net(spec.net) if net is None else net,
+        spec=spec,
+        schedule=make_schedule(spec.schedule, spec.num_steps),
+        step=step,
+    )
+
+
+def load(path: str | Path, *, weights: str = "ema", device: str | torch.device = "cpu") -> DiffusionModel:
+    """Load a run directory (its newest valid checkpoint) or a checkpoint folder; ``weights`` is ``ema``
+    (default) or ``raw``."""
+    _, checkpoint = resolve_checkpoint(path)  # verifies the checkpoint's files against its manifest
+    return from_checkpoint(checkpoint, read_checkpoint_meta(checkpoint), weights=weights, device=device)
+
+
+def from_checkpoint(
+    checkpoint: Path, meta: Mapping[str, Any], *, weights: str = "ema", device: str | torch.device = "cpu"
+) -> DiffusionModel:
+    """The model of a verified checkpoint folder whose ``meta.json`` is ``meta``."""
+    if weights not in ("ema", "raw"):
+        raise ValueError(f"weights={weights!r} is not allowed; choose ema or raw")
+    spec = ModelSpec.from_config(meta["config"], meta["sample_shape"], meta["kind"])
+    model = build_model(spec, step=meta["step"])
+    model.net.load_state_dict(read_weights(checkpoint, "ema" if weights == "ema" else "model"))
+    model.net.to(device).eval()
+    return model
+
+
+def to_uint8(images: Tensor) -> np.ndarray:
+    """[-1, 1] (N, C, H, W) → uint8 (N, H, W, C), rounding to the nearest level."""
+    scaled = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return scaled.permute(0, 2, 3, 1).numpy()
+
+
+def to_pil(images: Tensor) -> list[Image.Image]:
+    """[-1, 1] (N, C, H, W) → PIL images (mode L or RGB)."""
+    array = to_uint8(images)
+    return [Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a) for a in array]

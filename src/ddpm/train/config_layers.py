@@ -1,0 +1,61 @@
+"""A training config from its layers: preset (or the run being resumed) ← config file ← ``--set`` ← flags.
+
+``ddpm train`` hands its flags here; the result is the one :class:`TrainConfig` a run trains with.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ddpm.configio import ConfigError, apply_override, merge, parse_override, read_toml
+from ddpm.rundir import RunDir
+from ddpm.train.config import TrainConfig, config_from_dict, config_to_dict
+from ddpm.train.presets import get_preset, preset_for_data, with_data
+
+DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h)?\s*$")
+
+
+def parse_duration(text: str) -> float:
+    """``90`` / ``90s`` → 90.0, ``10m`` → 600.0, ``1.5h`` → 5400.0 seconds."""
+    match = DURATION.match(text)
+    if not match:
+        raise ConfigError(f"--time {text!r} is not a duration; use e.g. 300, 90s, 10m or 1.5h")
+    value, unit = float(match.group(1)), match.group(2) or "s"
+    return value * {"s": 1, "m": 60, "min": 60, "h": 3600}[unit]
+
+
+def build_train_config(
+    data: str = "digits",
+    *,
+    preset: str | None = None,
+    config_file: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    flags: Mapping[str, Any] | None = None,
+    data_root: str | None = None,
+    resume_dir: str | Path | None = None,
+) -> TrainConfig:
+    """The config of a run, each layer overriding the one before it.
+
+    The base is ``preset`` (default: the preset of ``data``), or, when resuming ``resume_dir`` without a
+    preset named, that run's stored config. Then the TOML ``config_file``, the ``--set KEY=VALUE``
+    ``overrides`` and the ``flags`` (dotted keys such as ``"run.steps"``; None values are not given).
+    """
+    stored = None if resume_dir is None else RunDir(resume_dir).config_path
+    if stored is not None and stored.is_file() and not preset:
+        layers = read_toml(stored)  # a resumed run keeps its own config unless told otherwise
+    else:
+        layers = config_to_dict(with_data(get_preset(preset or preset_for_data(data)), data))
+        if data_root:
+            layers["data"]["root"] = data_root
+    if config_file:
+        layers = merge(layers, read_toml(config_file))
+    for assignment in overrides:
+        path, value = parse_override(assignment)
+        apply_override(layers, path, value)
+    for key, value in (flags or {}).items():
+        if value is not None:
+            apply_override(layers, key.split("."), value)
+    return config_from_dict(layers)
