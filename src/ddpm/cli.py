@@ -164,7 +164,9 @@ def add_eval(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     evaluate.add_argument("--data-root")
     evaluate.add_argument("--feature-net", default="auto", help="auto, classifier, inception or coords")
-    evaluate.add_argument("--inception-weights", metavar="FILE", help="pt_inception-2015-12-05 weights file")
+    evaluate.add_argument("--inception-weights", metavar="FILE.safetensors",
+                          help="the FID Inception-v3 weights, converted once from the released .pth with "
+                          "`python -m ddpm.eval.inception convert IN.pth OUT.safetensors`")  # fmt: skip
     evaluate.add_argument("--json", metavar="FILE", help="also write the results as JSON")
 
 

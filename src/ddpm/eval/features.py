@@ -19,7 +19,6 @@ from tqdm.auto import tqdm
 
 from ddpm.data import parse_spec
 from ddpm.eval.classifier import load_or_train_classifier
-from ddpm.eval.inception import FID_WEIGHTS_NAME, load_fid_inception
 
 FEATURE_KINDS: tuple[str, ...] = ("classifier", "inception", "coords")
 CLASSIFIER_DATA: tuple[str, ...] = ("digits", "mnist", "fashion-mnist")
@@ -81,6 +80,9 @@ def load_feature_net(
 
         return FeatureNet("classifier", trained.name, embed_classifier, device)
     data_root = Path(root) if root is not None else None
+    # Imported here so that `python -m ddpm.eval.inception` does not find its module already imported.
+    from ddpm.eval.inception import FID_WEIGHTS_NAME, load_fid_inception
+
     inception = load_fid_inception(inception_weights, data_root=data_root, device=device)
 
     def embed_inception(x: Tensor) -> tuple[Tensor, Tensor | None]:
