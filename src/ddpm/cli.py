@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-COMMANDS = ("train", "sample", "invert", "interpolate", "inpaint", "eval", "viz", "report")
+COMMANDS = ("train", "sample", "invert", "interpolate", "inpaint", "eval", "viz", "report", "serve")
 
 GUIDANCE_HELP = (
     "classifier-free guidance scale s ≥ 0 (diffusers' guidance_scale): 0 = unconditional, "
@@ -194,13 +194,27 @@ def add_pictures(commands: argparse._SubParsersAction) -> None:
     report.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
 
 
+def add_serve(commands: argparse._SubParsersAction) -> None:
+    """``ddpm serve``."""
+    serve = commands.add_parser("serve", help="a local web page to sample, watch and inpaint", description=(
+        "Serve a web page (on this machine only, unless --host and --allow-remote say otherwise) to sample "
+        "the runs in RUN_DIR or RUNS_DIR, watch the reverse process, inpaint, and see training curves. "
+        'Needs the serve extra: pip install -e ".[serve]".'
+    ))  # fmt: skip
+    serve.add_argument("path", metavar="RUN_DIR|RUNS_DIR")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--allow-remote", action="store_true", help="allow a --host other machines can reach")
+    serve.add_argument("--device", default="cpu", help="cpu (default), auto, cuda or cuda:N")
+
+
 def make_parser() -> argparse.ArgumentParser:
     """The ``ddpm`` parser with one subcommand per module of ``ddpm.commands``."""
     parser = Parser(
         prog="ddpm", description="Denoising diffusion probabilistic models: train, sample, evaluate."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (add_train, add_sample, add_editing, add_eval, add_pictures):
+    for add in (add_train, add_sample, add_editing, add_eval, add_pictures, add_serve):
         add(commands)
     return parser
 

@@ -12,7 +12,7 @@ images, labels = editing.sample_classes(model, "all", guidance=3.0, n_per_class=
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -211,12 +211,14 @@ def inpaint(
     labels: Labels = None,
     guidance: float = 1.0,
     batch_size: int = 256,
+    callback: Callable[[int, int, Tensor], None] | None = None,
 ) -> Tensor:
     """RePaint (Lugmayr et al. 2022): fill the pixels where ``mask`` is 1/True; the others are kept exactly.
 
     ``images`` (N, C, H, W) in [-1, 1]; ``mask`` broadcastable to them ((H, W), (1, H, W), …). The
     defaults are the paper's (250 steps, jumps of 10, 10 resamplings: ≈ 4,500 network calls); image i
-    uses seed ``sample_seeds(seed, N)[i]``. Returns (N, C, H, W) on the CPU.
+    uses seed ``sample_seeds(seed, N)[i]``; ``callback(i, t, x)`` runs after each model call of a batch.
+    Returns (N, C, H, W) on the CPU.
     """
     images = check_images(model, images)
     labels = model.labels(labels, len(images))
@@ -233,7 +235,7 @@ def inpaint(
             result = repaint(
                 denoiser, model.schedule, images[rows], mask[rows], steps=steps, jump_length=jump_length,
                 resamples=resamples, seeds=seeds[rows],
-                cond=None if labels is None else {"class_labels": labels[rows]},
+                cond=None if labels is None else {"class_labels": labels[rows]}, callback=callback,
             )  # fmt: skip
             out.append(result.samples.cpu())
     return torch.cat(out)

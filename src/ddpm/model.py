@@ -213,6 +213,7 @@ class DiffusionModel:
         batch_size: int = 256,
         clip_x0: float | None = None,
         progress: Callable[[int], None] | None = None,
+        callback: Callable[[int, int, Tensor, Tensor], None] | None = None,
         trajectory_steps: Any = None,
         **sampling: Any,
     ) -> list[SampleResult]:
@@ -224,6 +225,7 @@ class DiffusionModel:
         samples or one per sample. ``guidance`` is the classifier-free guidance scale s ≥ 0 (diffusers'
         ``guidance_scale``; Ho & Salimans 2022 eq. 6 with w = s − 1): 1 is the plain model and needs no
         labels, any other s needs them. ``eps_scale`` λ divides the predicted noise at every step.
+        ``callback(i, t, x_t, x̂₀)`` runs after the model call of step i of each batch (the samplers' own).
         """
         settings = self.sampling.with_overrides(**sampling)
         n = _count(n, noise)
@@ -246,6 +248,7 @@ class DiffusionModel:
                     denoiser, self.schedule,
                     (len(batch_seeds), *self.sample_shape) if noise is None else noise[rows],
                     seeds=batch_seeds, device=self.device, trajectory_steps=trajectory_steps,
+                    callback=callback,
                     cond=None if labels is None else {"class_labels": labels[rows]},
                     **settings.sampler_options(),
                 )  # fmt: skip
