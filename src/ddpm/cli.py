@@ -12,7 +12,9 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-COMMANDS = ("train", "sample", "invert", "interpolate", "inpaint", "eval", "viz", "report", "serve")
+COMMANDS = (
+    "train", "sample", "invert", "interpolate", "inpaint", "eval", "viz", "report", "export", "serve"
+)  # fmt: skip
 
 GUIDANCE_HELP = (
     "classifier-free guidance scale s ≥ 0 (diffusers' guidance_scale): 0 = unconditional, "
@@ -84,8 +86,9 @@ def add_sampler_flags(command: argparse.ArgumentParser) -> None:
 def add_sample(commands: argparse._SubParsersAction) -> None:
     """``ddpm sample``."""
     sample = commands.add_parser("sample", help="draw samples from a trained model", description=(
-        "Draw samples from a run directory or checkpoint folder into a PNG grid or an .npz file, with the "
-        "run's own sampler unless the sampler flags say otherwise."
+        "Draw samples from a run directory, checkpoint folder or diffusers model folder (either layout) "
+        "into a PNG grid or an .npz file, with the run's own sampler unless the sampler flags say otherwise "
+        "(a diffusers folder's own: ddim, 50 steps)."
     ))  # fmt: skip
     sample.add_argument("path", metavar="RUN_DIR|CHECKPOINT")
     sample.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
@@ -170,6 +173,19 @@ def add_eval(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--json", metavar="FILE", help="also write the results as JSON")
 
 
+def add_export(commands: argparse._SubParsersAction) -> None:
+    """``ddpm export``."""
+    export = commands.add_parser("export", help="write a model in another format (diffusers)", description=(
+        "Write the model of a run directory or checkpoint folder as a diffusers folder (unet/, scheduler/, "
+        "model_index.json) that DDPMPipeline.from_pretrained(OUT_DIR) loads; written whole or not at all."
+    ))  # fmt: skip
+    export.add_argument("path", metavar="RUN_DIR|CHECKPOINT")
+    export.add_argument("out_dir", metavar="OUT_DIR")
+    export.add_argument("--format", default="diffusers", help="diffusers (the only one, default)")
+    export.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it is not empty")
+    export.add_argument("--weights", default="ema", choices=("ema", "raw"))
+
+
 def add_pictures(commands: argparse._SubParsersAction) -> None:
     """``ddpm viz`` and ``ddpm report``."""
     viz = commands.add_parser("viz", help="draw pictures of a run", description=(
@@ -214,7 +230,7 @@ def make_parser() -> argparse.ArgumentParser:
         prog="ddpm", description="Denoising diffusion probabilistic models: train, sample, evaluate."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (add_train, add_sample, add_editing, add_eval, add_pictures, add_serve):
+    for add in (add_train, add_sample, add_editing, add_eval, add_pictures, add_export, add_serve):
         add(commands)
     return parser
 

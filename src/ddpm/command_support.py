@@ -25,6 +25,8 @@ from ddpm.diffusion.eps_scaling import check_eps_scale
 from ddpm.diffusion.guidance import check_guidance_scale
 from ddpm.diffusion.samplers import SAMPLERS, TrajectoryStep, spacings_for
 from ddpm.eval import Evaluation, load_samples_npz, prepare
+from ddpm.interop.diffusers import is_diffusers_folder
+from ddpm.interop.diffusers_model import from_diffusers
 from ddpm.model import DiffusionModel, from_checkpoint, to_uint8
 from ddpm.rundir import RunDir, read_checkpoint_meta, resolve_checkpoint
 from ddpm.train.config import DataConfig, TrainConfig, config_from_dict
@@ -119,15 +121,31 @@ class OpenedRun:
     """A model loaded for a command, with the config its weights were trained with."""
 
     model: DiffusionModel
-    config: TrainConfig  # the run's full config as its checkpoint stores it (data section included)
-    run_dir: RunDir | None  # None for a checkpoint folder outside a run directory
+    # the run's full config as its checkpoint stores it (data section included); None for a diffusers
+    # model folder, which records no training run
+    config: TrainConfig | None
+    run_dir: RunDir | None  # None for a checkpoint folder outside a run directory, or a diffusers folder
+
+    def data_section(self, spec: str | None) -> DataConfig:
+        """The data real samples come from: the run's own data section, with ``spec`` (``--data``) in place
+        of its data set when given; for a diffusers folder, ``spec`` (required) at the model's image size."""
+        if self.config is not None:
+            return self.config.data if spec is None else dataclasses.replace(self.config.data, spec=spec)
+        if spec is None:
+            raise UsageError("--data is required for a diffusers model folder, which records no training "
+                             "data: give e.g. --data cifar10")  # fmt: skip
+        channels, size, _ = self.model.sample_shape
+        return DataConfig(spec=spec, image_size=size, channels=channels if channels in (1, 3) else 0)
 
 
 def open_run(
     path: str | Path, *, weights: str = "ema", device: str = "auto", images_only: bool = False
 ) -> OpenedRun:
-    """Load a run directory (its newest valid checkpoint) or a checkpoint folder for a command."""
+    """Load a run directory (its newest valid checkpoint), a checkpoint folder or a diffusers model folder
+    (either layout; it holds one set of weights, so ``weights`` does not apply) for a command."""
     target = device_for(device)
+    if is_diffusers_folder(path):
+        return OpenedRun(from_diffusers(path, device=target), None, None)
     run_dir, checkpoint = resolve_checkpoint(path)  # once: for a run directory it verifies every file
     meta = read_checkpoint_meta(checkpoint)
     model = from_checkpoint(checkpoint, meta, weights=weights, device=target)
@@ -204,6 +222,9 @@ def gather(
 ) -> RunPictures:
     """``n`` real training samples and ``n`` model samples drawn in one batch with their trajectory."""
     model = opened.model
+    if opened.config is None:
+        raise UsageError("pictures of a run need its training data; a diffusers model folder records none "
+                         "(draw from it with ddpm sample, --gif for the reverse process)")  # fmt: skip
     dataset = load_data(opened.config)
     count = min(n, len(dataset))
     real = dataset.batch(torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:count])

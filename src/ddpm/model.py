@@ -117,6 +117,9 @@ class ModelSpec:
     sample_shape: tuple[int, ...]  # (C, H, W) for images, (2,) for points
     kind: str  # "images" or "points"
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    # σ² of the ancestral (ddpm) sampler without a learned variance: beta (σ² = β_t, DDPM's CIFAR-10 choice,
+    # diffusers' fixed_large) or beta_tilde (the posterior's β̃_t, fixed_small); diffusers folders set it
+    variance: str = "beta"
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], sample_shape: Sequence[int], kind: str) -> ModelSpec:
@@ -250,7 +253,7 @@ class DiffusionModel:
                     seeds=batch_seeds, device=self.device, trajectory_steps=trajectory_steps,
                     callback=callback,
                     cond=None if labels is None else {"class_labels": labels[rows]},
-                    **settings.sampler_options(),
+                    **self._sampler_options(settings),
                 )  # fmt: skip
                 results.append(result)
                 if progress is not None:
@@ -261,6 +264,13 @@ class DiffusionModel:
         """Samples on the CPU: images in [-1, 1] (N, C, H, W) or points (N, 2); options as
         :meth:`sample_with_result`."""
         return torch.cat([r.samples.cpu() for r in self.sample_with_result(n, **options)])
+
+    def _sampler_options(self, settings: SamplingConfig) -> dict[str, Any]:
+        """``settings``' keyword arguments for their sampler, with this model's ancestral variance (ddpm)."""
+        options = settings.sampler_options()
+        if settings.sampler == "ddpm":
+            options["variance"] = self.spec.variance
+        return options
 
     def _check_noise(self, noise: Tensor) -> Tensor:
         """x_T as a float (N, *sample_shape) batch on the model's device."""

@@ -58,3 +58,29 @@ def user_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         files[name] = folder / name
         files[name].write_text(text)
     return files
+
+
+# A tiny UNet2DModel of 8×8 grey images (digits' shape) in diffusers' DDPM family: sines first, TF padding.
+TINY_DIFFUSERS_UNET = {
+    "sample_size": 8, "in_channels": 1, "out_channels": 1, "block_out_channels": (16, 32),
+    "down_block_types": ("DownBlock2D", "AttnDownBlock2D"), "up_block_types": ("AttnUpBlock2D", "UpBlock2D"),
+    "layers_per_block": 1, "norm_num_groups": 8, "attention_head_dim": 8, "flip_sin_to_cos": False,
+    "freq_shift": 1, "downsample_padding": 0,
+}  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def diffusers_folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The same UNet2DModel + DDPMScheduler written by diffusers itself in both layouts: ``flat`` (a bare
+    UNet2DModel and DDPMScheduler saved to one folder, as google/ddpm-cifar10-32) and ``pipeline``
+    (DDPMPipeline.save_pretrained: unet/, scheduler/, model_index.json)."""
+    from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+
+    folder = tmp_path_factory.mktemp("diffusers")
+    torch.manual_seed(0)
+    unet = UNet2DModel(**TINY_DIFFUSERS_UNET).eval()
+    scheduler = DDPMScheduler(num_train_timesteps=1000, variance_type="fixed_large")
+    unet.save_pretrained(folder / "flat")
+    scheduler.save_pretrained(folder / "flat")
+    DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(folder / "pipeline")
+    return {"flat": folder / "flat", "pipeline": folder / "pipeline"}

@@ -94,6 +94,23 @@ CASES = [
     ("report", "{tmp}/missing", r"'.*missing' is neither a run directory nor a checkpoint folder"),
     ("report", "{run} --out {tmp}/poster.jpg", r"--out '.*poster\.jpg' must end in \.pdf or \.png or \.svg"),
     ("report", "{run} --page huge", r"argument --page: invalid choice: 'huge'"),
+    # {diffusers}: a diffusers model folder (flat layout); {broken-diffusers}: one with no U-Net in it
+    ("sample", "{broken-diffusers}", r"'?.*broken-diffusers/config\.json not found; a diffusers model folder "
+                                     r"holds unet/ and scheduler/ subfolders"),
+    ("sample", "{diffusers} --sampler plms", r"--sampler 'plms' is not a sampler"),
+    ("sample", "{diffusers} --class 3", r"classes='3' given to an unconditional model"),
+    ("invert", "{diffusers} {digit0} --class 1", r"labels given to an unconditional model"),
+    ("eval", "{diffusers}", r"--data is required for a diffusers model folder, which records no training"),
+    ("eval", "{diffusers} --data swissroll", r"'swissroll' is 2-D points: image_size and channels must be"),
+    ("report", "{diffusers}", r"is a diffusers model folder, not a run directory: a poster tells a training"),
+    ("viz", "reverse {diffusers}", r"pictures of a run need its training data; a diffusers model folder"),
+    ("export", "{run}", r"the following arguments are required: OUT_DIR"),
+    ("export", "{run} {tmp}/out --format onnx", r"--format 'onnx' is not supported; allowed: diffusers"),
+    ("export", "{run} {digit0}", r"OUT_DIR '.*digit0\.png' is a file; give a folder"),
+    ("export", "{run} {run}", r"OUT_DIR '.*run' exists and is not empty; give --overwrite to replace it"),
+    ("export", "{run} {run}/.. --overwrite", r"OUT_DIR '.*run/\.\.' holds the model being exported"),
+    ("export", "{tmp}/missing {tmp}/out", r"'.*missing' is neither a run directory nor a checkpoint folder"),
+    ("export", "{run} {tmp}/out --weights fancy", r"argument --weights: invalid choice: 'fancy'"),
 ]  # fmt: skip
 
 
@@ -103,9 +120,13 @@ def fill(template: str, places: dict[str, Path]) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def places(digits_run, conditional_run, user_files, tmp_path_factory) -> dict[str, Path]:
+def places(digits_run, conditional_run, user_files, diffusers_folders, tmp_path_factory) -> dict[str, Path]:
+    broken = tmp_path_factory.mktemp("bad-diffusers") / "broken-diffusers"
+    broken.mkdir()
+    (broken / "scheduler_config.json").write_text('{"_class_name": "DDPMScheduler"}')
     return {"run": digits_run, "cond": conditional_run, "tmp": tmp_path_factory.mktemp("bad-input"),
-            "samples": user_files["samples"], **user_files}  # fmt: skip
+            "samples": user_files["samples"], **user_files, "diffusers": diffusers_folders["flat"],
+            "broken-diffusers": broken}  # fmt: skip
 
 
 @pytest.mark.parametrize(("command", "template", "message"), CASES, ids=[f"{c} {t}" for c, t, _ in CASES])

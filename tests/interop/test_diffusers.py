@@ -332,11 +332,14 @@ def test_pickled_bin_weights_are_never_read(tmp_path):
 
 
 def test_missing_or_broken_json_is_refused(tmp_path):
-    with pytest.raises(ValueError, match=r"unet/config\.json not found; a diffusers model folder holds"):
+    with pytest.raises(ValueError, match=r"config\.json not found; a diffusers model folder holds unet/ and "
+                                         r"scheduler/ subfolders"):  # fmt: skip
         load_diffusers_unet(tmp_path)
-    _write_unet_folder(tmp_path, SMALL_CONFIG)
-    with pytest.raises(ValueError, match=r"scheduler/scheduler_config\.json not found"):
+    _write_unet_folder(tmp_path, SMALL_CONFIG)  # unet/ without scheduler/: then at the top, as diffusers
+    with pytest.raises(ValueError, match=r"scheduler_config\.json not found"):
         load_diffusers_pipeline(tmp_path)
+    with pytest.raises(ValueError, match=r"'.*missing' is not a folder; a diffusers model folder holds"):
+        load_diffusers_pipeline(tmp_path / "missing")
     (tmp_path / "unet" / "config.json").write_text("{not json")
     with pytest.raises(ValueError, match=r"config\.json is not valid JSON"):
         load_diffusers_unet(tmp_path)

@@ -61,10 +61,11 @@ def evaluate_path(
         source: dict[str, Any] = {"samples_file": str(path)}
     else:
         opened = open_run(path, device=device)
-        model, data = opened.model, data or opened.config.data.spec
+        run_data = opened.data_section(data)  # a diffusers folder has none of its own: --data required
+        model, data = opened.model, run_data.spec
         flags.check(model.sampling.sampler)
         # The real data first: a bad --data, --split or --n fails before minutes of sampling.
-        evaluation = prepare_real(data, n, run_data=opened.config.data, **options)
+        evaluation = prepare_real(data, n, run_data=run_data, **options)
         samples = draw_for_scoring(model, n, flags, seed=seed, batch_size=batch_size)
         used = model.sampling.with_overrides(**flags.options())  # what ran, for the record
         source = {"model": str(path), "step": model.step, **_sampler_record(used)}

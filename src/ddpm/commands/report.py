@@ -23,6 +23,7 @@ from ddpm.command_support import (
     prepare_real,
 )
 from ddpm.eval import score
+from ddpm.interop.diffusers import is_diffusers_folder
 from ddpm.model import SamplingConfig
 
 POSTER_SUFFIXES = (".pdf", ".png", ".svg")
@@ -80,6 +81,11 @@ def make_report(
     from ddpm import viz
 
     out = check_out(out, POSTER_SUFFIXES)
+    if is_diffusers_folder(run_dir):  # the poster tells a training run: its config, log and evaluations
+        raise UsageError(
+            f"{str(run_dir)!r} is a diffusers model folder, not a run directory: a poster tells a training "
+            "run (its config, log and evaluations); use ddpm sample or ddpm eval --data SPEC on the folder"
+        )
     opened = open_run(run_dir, device=device)
     if opened.run_dir is None:
         raise UsageError(f"{str(run_dir)!r} is a checkpoint outside a run directory; give the run directory")

@@ -1,9 +1,16 @@
-"""diffusers-format DDPM models in and out: ``unet/`` (UNet2DModel) + ``scheduler/`` (DDPMScheduler).
+"""diffusers-format DDPM models in and out: a UNet2DModel and a DDPMScheduler (or another scheduler
+with the same β recipe), in either of the two layouts diffusers writes and reads.
 
-The layout of google/ddpm-cifar10-32, ddpm-celebahq-256, ddpm-church-256 and ddpm-bedroom-256:
-``unet/config.json``, ``unet/diffusion_pytorch_model.safetensors``, ``scheduler/scheduler_config.json``
-(and ``model_index.json``); see :mod:`ddpm.nets.diffusers_unet` for the U-Net mapping. Only
-safetensors weights are read: a ``.bin`` file is a pickle and is never opened.
+- Pipeline layout, ``DDPMPipeline.save_pretrained``: ``model_index.json``, ``unet/config.json``,
+  ``unet/diffusion_pytorch_model.safetensors`` and ``scheduler/scheduler_config.json``.
+- Flat layout, a bare ``UNet2DModel`` and ``DDPMScheduler`` saved to one folder: ``config.json``,
+  ``diffusion_pytorch_model.safetensors`` and ``scheduler_config.json`` side by side (sometimes with a
+  ``model_index.json``). The published google/ddpm-cifar10-32, ddpm-celebahq-256, ddpm-church-256 and
+  ddpm-bedroom-256 repositories use this one.
+
+As diffusers' pipeline loader does, a component is read from its subfolder when the folder has one, else
+from the top folder. See :mod:`ddpm.nets.diffusers_unet` for the U-Net mapping. Only safetensors weights
+are read: a ``.bin`` file is a pickle and is never opened. We always write the pipeline layout.
 
 Learned variances (Nichol & Dhariwal 2021, eq. 15) are diffusers' ``variance_type="learned_range"``: a
 UNet2DModel with ``out_channels = 2 · in_channels`` whose second half is the variance. Such a folder
@@ -37,6 +44,12 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 PICKLED_WEIGHTS_NAME = "diffusion_pytorch_model.bin"
 SCHEDULER_CONFIG_NAME = "scheduler_config.json"
+MODEL_INDEX_NAME = "model_index.json"
+PIPELINE_COMPONENTS = ("unet", "scheduler")  # what an unconditional pixel pipeline (DDPM, DDIM) holds
+LAYOUT_HINT = (
+    "a diffusers model folder holds unet/ and scheduler/ subfolders (DDPMPipeline.save_pretrained) or "
+    f"{CONFIG_NAME}, {WEIGHTS_NAME} and {SCHEDULER_CONFIG_NAME} side by side (google/ddpm-cifar10-32)"
+)
 
 # diffusers' names → ours (parameterization; the ancestral sampler's variance). learned_range is a
 # learned variance: "variance" then only names the fixed fallback, β̃ (DDPMScheduler's default).
@@ -55,8 +68,8 @@ def schedule_from_diffusers(raw: dict[str, Any]) -> tuple[NoiseSchedule, str, di
     β in float64 from the config's recipe (diffusers computes the same in float32). ``extra``:
     ``clip_x0`` (clip_sample_range, or None), ``variance`` (``beta_tilde`` for fixed_small, ``beta``
     for fixed_large: the ancestral sampler's argument), ``learned_variance`` (True for learned_range),
-    ``scheduler_class``, ``timestep_spacing`` and ``steps_offset`` as written (defaults of
-    DDPMScheduler where absent).
+    ``scheduler_class``, ``beta_schedule`` (``trained_betas`` when β are listed), ``timestep_spacing`` and
+    ``steps_offset`` as written (defaults of DDPMScheduler where absent).
     """
     for key in ("thresholding", "rescale_betas_zero_snr"):
         if raw.get(key, False):
@@ -96,6 +109,7 @@ def schedule_from_diffusers(raw: dict[str, Any]) -> tuple[NoiseSchedule, str, di
         "variance": VARIANCE_TYPES[variance],
         "learned_variance": variance == LEARNED_VARIANCE_TYPE,
         "scheduler_class": raw.get("_class_name", "DDPMScheduler"),
+        "beta_schedule": "trained_betas" if raw.get("trained_betas") is not None else beta_schedule,
         "timestep_spacing": raw.get("timestep_spacing", "leading"),
         "steps_offset": raw.get("steps_offset", 0),
     }
@@ -149,18 +163,50 @@ def schedule_to_diffusers(
 
 def _read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise ValueError(f"{path} not found; a diffusers model folder holds unet/{CONFIG_NAME}, "
-                         f"unet/{WEIGHTS_NAME} and scheduler/{SCHEDULER_CONFIG_NAME}")  # fmt: skip
+        raise ValueError(f"{path} not found; {LAYOUT_HINT}")
     try:
-        return json.loads(path.read_text())
+        raw = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"{path} is not valid JSON ({error})") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path} holds a JSON {type(raw).__name__}; a diffusers config is a JSON object")
+    return raw
+
+
+def component_dir(folder: str | Path, name: str) -> Path:
+    """Where a pipeline component's files are: ``folder/name`` when that subfolder exists (pipeline
+    layout), else ``folder`` itself (flat layout): the choice diffusers' pipeline loader makes."""
+    folder = Path(folder)
+    return folder / name if (folder / name).is_dir() else folder
+
+
+def is_diffusers_folder(path: str | Path) -> bool:
+    """Whether ``path`` looks like a diffusers model folder in either layout (a model index, a scheduler
+    config, or unet/ and scheduler/ subfolders); :func:`load_diffusers_pipeline` says what is missing."""
+    path = Path(path)
+    marks = (MODEL_INDEX_NAME, SCHEDULER_CONFIG_NAME, *PIPELINE_COMPONENTS)
+    return path.is_dir() and any((path / mark).exists() for mark in marks)
+
+
+def read_model_index(folder: str | Path) -> dict[str, Any] | None:
+    """``model_index.json`` (None when absent), refused when it names components beyond a U-Net and a
+    scheduler (a VAE, a text encoder…): those pipelines are not DDPMs ours can run."""
+    path = Path(folder) / MODEL_INDEX_NAME
+    if not path.is_file():
+        return None
+    index = _read_json(path)
+    components = sorted(key for key in index if not key.startswith("_"))
+    if any(key not in PIPELINE_COMPONENTS for key in components):
+        raise ValueError(
+            f"{path} names a {index.get('_class_name', 'pipeline')} with components {', '.join(components)}; "
+            "only a U-Net and a scheduler (DDPMPipeline, DDIMPipeline) can be read"
+        )
+    return index
 
 
 def load_diffusers_unet(folder: str | Path) -> tuple[UNet, UNetConfig]:
-    """Our U-Net, in eval mode, from a diffusers folder (``folder/unet/`` or the unet folder itself)."""
-    folder = Path(folder)
-    unet_dir = folder if (folder / CONFIG_NAME).is_file() else folder / "unet"
+    """Our U-Net, in eval mode, from a diffusers folder (either layout) or the unet folder itself."""
+    unet_dir = component_dir(folder, "unet")
     config = unet_config_from_diffusers(_read_json(unet_dir / CONFIG_NAME))
     weights_path = unet_dir / WEIGHTS_NAME
     if not weights_path.is_file():
@@ -176,15 +222,20 @@ def load_diffusers_unet(folder: str | Path) -> tuple[UNet, UNetConfig]:
 
 
 def load_diffusers_pipeline(folder: str | Path) -> tuple[UNet, NoiseSchedule, str, dict[str, Any]]:
-    """(U-Net, schedule, parameterization, extra) of a diffusers DDPM folder; see
-    :func:`schedule_from_diffusers` for ``extra``, which also holds the ``unet_config``."""
+    """(U-Net, schedule, parameterization, extra) of a diffusers DDPM folder in either layout; see
+    :func:`schedule_from_diffusers` for ``extra``, which also holds the ``unet_config`` and the
+    ``pipeline_class`` of ``model_index.json`` (None without one)."""
     folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"{str(folder)!r} is not a folder; {LAYOUT_HINT}")
+    index = read_model_index(folder)
     schedule, parameterization, extra = schedule_from_diffusers(
-        _read_json(folder / "scheduler" / SCHEDULER_CONFIG_NAME)
+        _read_json(component_dir(folder, "scheduler") / SCHEDULER_CONFIG_NAME)
     )
-    net, config = load_diffusers_unet(folder / "unet")
+    net, config = load_diffusers_unet(folder)
     check_variance_channels(config, extra["learned_variance"])
-    return net, schedule, parameterization, {**extra, "unet_config": config}
+    pipeline_class = None if index is None else index.get("_class_name")
+    return net, schedule, parameterization, {**extra, "unet_config": config, "pipeline_class": pipeline_class}
 
 
 def check_variance_channels(config: UNetConfig, learned_variance: bool) -> None:
