@@ -144,3 +144,37 @@ def test_load_refuses_bad_weights_and_paths(run_dir, tmp_path):
         load(run_dir, weights="best")
     with pytest.raises(ValueError, match="is neither a run directory nor a checkpoint folder"):
         load(tmp_path)
+
+
+def _learned_variance_model(num_classes: int | None = None):
+    config = get_preset("digits")
+    config = dataclasses.replace(
+        config,
+        model=dataclasses.replace(config.model, out_channels=2, num_classes=num_classes),
+        diffusion=dataclasses.replace(config.diffusion, learn_variance=True, loss="hybrid"),
+    )
+    torch.manual_seed(0)
+    return build_model(model_spec(config, (1, 8, 8), "images"))
+
+
+def test_the_spec_reads_a_learned_variance_and_the_denoiser_returns_it():
+    model = _learned_variance_model()
+    assert model.spec.learned_variance
+    x_t, t = torch.randn(2, 1, 8, 8), torch.full((2,), 999)
+    with torch.no_grad():
+        raw = model.net(x_t, t)  # (2, 2, 8, 8): ε then the variance channels r
+        prediction = model.denoiser()(x_t, t)
+    assert torch.allclose(prediction.variance_frac, (raw[:, 1:] + 1) / 2)
+    assert ModelSpec.from_config({}, (1, 8, 8), "images").learned_variance is False  # old configs: fixed
+
+
+def test_guidance_on_a_learned_variance_guides_the_prediction_and_keeps_the_conditional_variance():
+    model = _learned_variance_model(num_classes=10)
+    x_t, t = torch.randn(2, 1, 8, 8), torch.full((2,), 500)
+    labels = torch.tensor([3, 7])
+    with torch.no_grad():
+        guided = model.denoiser(guidance=3.0)(x_t, t, class_labels=labels)
+        conditional = model.net(x_t, t, class_labels=labels)
+    assert torch.allclose(guided.variance_frac, (conditional[:, 1:] + 1) / 2)
+    images = model.sample(2, labels=labels, guidance=3.0, sampler="ddpm", steps=3)
+    assert images.shape == (2, 1, 8, 8) and torch.isfinite(images).all()

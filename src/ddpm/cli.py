@@ -171,6 +171,13 @@ def add_eval(commands: argparse._SubParsersAction) -> None:
                           help="the FID Inception-v3 weights, converted once from the released .pth with "
                           "`python -m ddpm.eval.inception convert IN.pth OUT.safetensors`")  # fmt: skip
     evaluate.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    evaluate.add_argument("--nll", action="store_true", help="instead of sampling: the negative log-"
+                          "likelihood bound (Ho et al. eq. 5) in bits/dim on --n images of --split, and "
+                          "its terms")
+    evaluate.add_argument("--nll-terms", type=int, metavar="K", help="with --nll: estimate the bound from K "
+                          "of its T terms, geometrically spaced (flagged as an estimate; default: all T)")
+    evaluate.add_argument("--nll-variance", choices=("beta", "beta_tilde"), help="with --nll, for a model "
+                          "that learned no variance: its fixed Σ, β (default) or β̃")
 
 
 def add_export(commands: argparse._SubParsersAction) -> None:

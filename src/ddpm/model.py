@@ -117,6 +117,8 @@ class ModelSpec:
     sample_shape: tuple[int, ...]  # (C, H, W) for images, (2,) for points
     kind: str  # "images" or "points"
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    # the network also outputs Σ_θ (Nichol & Dhariwal eq. 15) in C more channels (the ancestral sampler's)
+    learned_variance: bool = False
     # σ² of the ancestral (ddpm) sampler without a learned variance: beta (σ² = β_t, DDPM's CIFAR-10 choice,
     # diffusers' fixed_large) or beta_tilde (the posterior's β̃_t, fixed_small); diffusers folders set it
     variance: str = "beta"
@@ -138,6 +140,7 @@ class ModelSpec:
             sample_shape=tuple(sample_shape),
             kind=kind,
             sampling=SamplingConfig.from_run_section(config.get("run", {})),
+            learned_variance=diffusion.get("learn_variance", False),
         )
 
 
@@ -168,7 +171,8 @@ class DiffusionModel:
     ) -> Parameterized:
         """The network as samplers take it (a ``diffusion.prediction.Denoiser``): classifier-free guidance
         on its raw output (scale s ≠ 1, class-conditional models only), then its parameterization,
-        epsilon scaling λ and x̂₀ clipping to [−c, c]."""
+        epsilon scaling λ and x̂₀ clipping to [−c, c]; a learned variance travels as the Prediction's
+        ``variance_frac`` (guidance leaves it the conditional call's)."""
         check_guidance_scale(guidance)
         if guidance == 1:
             raw = self.net
@@ -178,8 +182,11 @@ class DiffusionModel:
                 "(leave it at 1.0)"
             )
         else:
-            raw = ClassifierFreeGuidance(self.net, guidance, self.num_classes)  # label K means "no label"
-        return Parameterized(raw, self.schedule, self.parameterization, eps_scale=eps_scale, clip_x0=clip_x0)
+            raw = ClassifierFreeGuidance(  # label K means "no label"
+                self.net, guidance, self.num_classes, learned_variance=self.spec.learned_variance
+            )
+        return Parameterized(raw, self.schedule, self.parameterization, eps_scale=eps_scale, clip_x0=clip_x0,
+                             learned_variance=self.spec.learned_variance)  # fmt: skip
 
     def labels(self, labels: int | Sequence[int] | Tensor | None, n: int) -> Tensor | None:
         """(n,) class indices on the model's device from one label or one per sample; None stays None."""

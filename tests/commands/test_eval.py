@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 
 import numpy as np
+import pytest
 
 from ddpm.cli import main
 from ddpm.rundir import RunDir, verify_checkpoint
+from ddpm.train.presets import get_preset
 from ddpm.train.run import train
 from tests.train.conftest import tiny_digits_config
 
@@ -67,3 +71,80 @@ def test_eval_of_a_run_trained_at_a_resized_image_size(tmp_path, monkeypatch, ca
     assert report["metrics"]["n"] == 20 and report["metrics"]["fd_classifier"] > 0
     run = RunDir(run_dir).config_dict()["run"]  # drawn with the run's own sampler, as the report says
     assert (report["sampler"], report["steps"]) == (run["preview_sampler"], run["preview_steps"])
+
+
+# --- ddpm eval --nll ------------------------------------------------------------------------------------
+
+
+def _nll(run_dir, tmp_path, *flags):
+    out = tmp_path / f"nll{len(list(tmp_path.glob('nll*.json')))}.json"
+    assert main(["eval", str(run_dir), "--nll", *flags, "--json", str(out)]) == 0
+    return json.loads(out.read_text())
+
+
+def test_nll_reports_the_exact_bound_in_bits_per_dim_with_its_terms(digits_run, tmp_path, capsys):
+    report = _nll(digits_run, tmp_path, "--n", "2")
+    nll = report["nll"]
+    assert (report["split"], report["data"], nll["n"], nll["exact"], nll["terms_evaluated"]) == (
+        "test", "digits", 2, True, 1000,
+    )  # fmt: skip
+    assert nll["variance"] == "beta" and nll["bits_per_dim"] > 0 and nll["prior_bpd"] < 1e-3
+    parts = nll["prior_bpd"] + nll["decoder_bpd"] + nll["kl_bpd"]
+    assert abs(parts - nll["bits_per_dim"]) < 1e-9
+    table = capsys.readouterr().out
+    assert "exact, all 1000 terms" in table and "decoder L_0" in table and "KL L_1..L_999" in table
+
+
+def test_nll_estimate_is_flagged_and_does_not_depend_on_the_batch_size(digits_run, tmp_path, capsys):
+    one = _nll(digits_run, tmp_path, "--n", "3", "--nll-terms", "12", "--batch-size", "1")["nll"]
+    three = _nll(digits_run, tmp_path, "--n", "3", "--nll-terms", "12")["nll"]
+    assert not one["exact"] and one["terms_evaluated"] <= 12
+    # the same noise per image; only the network's float32 arithmetic differs with the batch size
+    assert abs(one["bits_per_dim"] - three["bits_per_dim"]) < 1e-6
+    assert "ESTIMATE from" in capsys.readouterr().out
+    beta_tilde = _nll(digits_run, tmp_path, "--n", "3", "--nll-terms", "12", "--nll-variance", "beta_tilde")
+    assert beta_tilde["nll"]["variance"] == "beta_tilde"
+    assert beta_tilde["nll"]["bits_per_dim"] != three["bits_per_dim"]
+
+
+def test_nll_of_a_learned_variance_model_uses_its_variance(tmp_path, capsys):
+    config = tiny_digits_config()
+    config = dataclasses.replace(config, diffusion=dataclasses.replace(config.diffusion, learn_variance=True,
+                                                                       loss="hybrid"))  # fmt: skip
+    train(config, tmp_path / "hybrid", log=lambda *_: None)
+    assert _nll(tmp_path / "hybrid", tmp_path, "--n", "2", "--nll-terms", "8")["nll"]["variance"] == "learned"
+    assert main(["eval", str(tmp_path / "hybrid"), "--nll", "--nll-variance", "beta"]) == 2
+    assert "--nll-variance applies to fixed variances; " in capsys.readouterr().err
+
+
+def test_nll_of_a_points_model_is_refused(tmp_path, capsys):
+    config = get_preset("swissroll")
+    config = dataclasses.replace(
+        config, data=dataclasses.replace(config.data, num_points=64),
+        run=dataclasses.replace(config.run, steps=1, batch_size=16, preview_images=4, preview_steps=2),
+    )  # fmt: skip
+    train(config, tmp_path / "points", log=lambda *_: None)
+    assert main(["eval", str(tmp_path / "points"), "--nll"]) == 2
+    err = capsys.readouterr().err
+    assert "--nll measures bits/dim of 8-bit images; " in err and "is a model of 2-D points" in err
+    assert len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        ("{run} --nll-terms 10", r"--nll-terms and --nll-variance apply to --nll only; add --nll"),
+        ("{run} --nll --nll-terms 1", r"--nll-terms 1 is invalid; it must be an integer ≥ 2"),
+        ("{run} --nll --n 0", r"--n 0 is invalid; it must be an integer ≥ 1"),
+        ("{run} --nll --metrics fd", r"--nll measures the likelihood, not samples; run eval without --nll"),
+        ("{run} --nll --sampler ddim --steps 5", r"--sampler, --steps: sampler flags do not apply to --nll"),
+        ("{run} --nll --nll-variance large", r"argument --nll-variance: invalid choice: 'large'"),
+        ("{samples} --nll", r"--nll needs a model \(a run directory or checkpoint\), not samples"),
+        ("{run} --nll --split validation", r"split 'validation' is not available for 'digits'"),
+    ],
+)
+def test_bad_nll_flags_are_one_line_errors(digits_run, user_files, flags, message, capsys):
+    argv = flags.format(run=digits_run, samples=user_files["samples"]).split()
+    assert main(["eval", *argv]) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err) and len(err.splitlines()) == 1, err

@@ -2,7 +2,8 @@
 
 The layout of a checkpoint folder (``checkpoints/step_0001000/``), its names and its verification
 belong to :mod:`ddpm.rundir`; this module writes it, and reads back what only training needs (the
-optimizer's moments, keyed ``state.<param index>.<name>``).
+optimizer's moments, keyed ``state.<param index>.<name>``, and for importance-sampled L_vlb the timestep
+sampler's loss history, keyed ``timestep_sampler.<name>``, in the same file).
 
 How a crash at any instant leaves the folder (each step is a rename, atomic on POSIX):
 
@@ -21,7 +22,7 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,11 @@ class Checkpoint:
     model: dict[str, Tensor]
     ema: dict[str, Tensor]
     optimizer: dict[str, Tensor]
+    timestep_sampler: dict[str, Tensor] = field(default_factory=dict)  # {} for a run without one
+
+
+# The prefix of the timestep sampler's tensors in the optimizer file (the trainer's own file).
+TIMESTEP_SAMPLER_PREFIX = "timestep_sampler."
 
 
 def optimizer_to_tensors(state_dict: dict[str, Any]) -> tuple[dict[str, Tensor], dict[str, Any]]:
@@ -88,18 +94,22 @@ def save_checkpoint(
     optimizer: dict[str, Any],
     meta: dict[str, Any],
     keep_last: int = 2,
+    timestep_sampler: dict[str, Tensor] | None = None,
 ) -> Path:
     """Write a checkpoint into a temporary folder, fsync it, then rename it into place.
 
     A crash (or a second Ctrl-C) at any moment leaves the previous checkpoints untouched and either
     the new one complete or no trace of it. A write error (disk full, read-only folder) raises
     OSError naming the checkpoint, after removing the temporary folder. Older checkpoints are
-    pruned to ``keep_last`` only after the new one is in place.
+    pruned to ``keep_last`` only after the new one is in place. ``timestep_sampler``: its state dict,
+    kept beside the optimizer's moments (nothing is added for a run without one).
     """
     final = RunDir(run_dir).checkpoint_dir(step)
     folder = final.parent
     tmp = folder / f".tmp-{final.name}-{os.getpid()}"
     opt_tensors, opt_rest = optimizer_to_tensors(optimizer)
+    for name, value in (timestep_sampler or {}).items():
+        opt_tensors[TIMESTEP_SAMPLER_PREFIX + name] = value.detach().cpu().contiguous()
     contents = (
         safetensors_bytes(_cpu(model)),
         safetensors_bytes(_cpu(ema)),
@@ -211,13 +221,17 @@ def load_checkpoint(path: Path, *, with_optimizer: bool = True) -> Checkpoint:
     """Load a verified checkpoint folder onto the CPU (with the optimizer's moments, to resume)."""
     path = Path(path)
     meta = verify_checkpoint(path)
+    trainer = read_tensor_file(path, OPTIMIZER_FILE) if with_optimizer else {}
+    sampler = {k[len(TIMESTEP_SAMPLER_PREFIX):]: v for k, v in trainer.items()
+               if k.startswith(TIMESTEP_SAMPLER_PREFIX)}  # fmt: skip
     return Checkpoint(
         path=path,
         step=int(meta["step"]),
         meta=meta,
         model=read_weights(path, "model"),
         ema=read_weights(path, "ema"),
-        optimizer=read_tensor_file(path, OPTIMIZER_FILE) if with_optimizer else {},
+        optimizer={k: v for k, v in trainer.items() if not k.startswith(TIMESTEP_SAMPLER_PREFIX)},
+        timestep_sampler=sampler,
     )
 
 

@@ -6,6 +6,7 @@ A run is described by :class:`TrainConfig`; a preset is a named TrainConfig, not
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -44,6 +45,12 @@ class DiffusionConfig:
     parameterization: Literal["eps", "x0", "v"] = "eps"  # what the network predicts (DDPM: ε)
     min_snr_gamma: float = 0.0  # min-SNR-γ loss weighting (Hang et al. 2023); 0 → off (eq. 14, unweighted)
     label_dropout: float = 0.1  # P(label → "no label") when class-conditional, for classifier-free guidance
+    # the network also outputs Σ_θ in [β̃_t, β_t] (Nichol & Dhariwal 2021, eq. 15): 2× the image channels out
+    learn_variance: bool = False
+    # objective: simple = eq. 14; hybrid = L_simple + λ L_vlb (needs learn_variance); vlb = eq. 5 alone
+    loss: Literal["simple", "hybrid", "vlb"] = "simple"
+    vlb_weight: float = 0.001  # λ of L_hybrid (Improved DDPM: 0.001)
+    importance_sampling: bool = False  # loss = vlb: draw t ∝ √E[L_t²] (Improved DDPM eq. 18), not uniformly
 
     def __post_init__(self) -> None:
         if self.num_steps < 1:
@@ -52,6 +59,30 @@ class DiffusionConfig:
             raise ValueError(f"diffusion.min_snr_gamma={self.min_snr_gamma} must be ≥ 0 (0 = off)")
         if not 0.0 <= self.label_dropout < 1.0:
             raise ValueError(f"diffusion.label_dropout={self.label_dropout} must be in [0, 1)")
+        self._check_objective()
+
+    def _check_objective(self) -> None:
+        """The loss, learned variances and importance sampling must make sense together."""
+        if not (math.isfinite(self.vlb_weight) and self.vlb_weight >= 0):
+            raise ValueError(f"diffusion.vlb_weight={self.vlb_weight} must be finite and ≥ 0 (λ = 0.001)")
+        if self.loss == "hybrid" and not self.learn_variance:
+            raise ValueError(
+                "diffusion.loss='hybrid' trains a learned variance; set diffusion.learn_variance = true "
+                "(or use loss='simple')"
+            )
+        if self.learn_variance and self.loss == "simple":
+            raise ValueError(
+                "diffusion.learn_variance = true needs a loss that trains the variance: diffusion.loss = "
+                "'hybrid' or 'vlb' (L_simple leaves it untrained)"
+            )
+        if self.importance_sampling and self.loss != "vlb":
+            raise ValueError(
+                f"diffusion.importance_sampling applies to diffusion.loss='vlb' only, not {self.loss!r}"
+            )
+        if self.loss == "vlb" and self.min_snr_gamma:
+            raise ValueError(
+                "diffusion.min_snr_gamma weights L_simple; diffusion.loss='vlb' has none (set it to 0)"
+            )
 
 
 @dataclass(frozen=True)
@@ -158,6 +189,13 @@ class TrainConfig:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)  # forward process and objective
     optim: OptimConfig = field(default_factory=OptimConfig)  # optimizer, schedule, EMA
     run: RunConfig = field(default_factory=RunConfig)  # length, logging, checkpoints, device
+
+    def __post_init__(self) -> None:
+        if self.diffusion.learn_variance and isinstance(self.model, MLPConfig):
+            raise ConfigError(
+                'diffusion.learn_variance is not supported for model.kind = "mlp" (2-D points) yet; '
+                "learned variances need the U-Net (images)"
+            )
 
 
 def model_kind(model: NetConfig) -> str:

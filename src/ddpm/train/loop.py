@@ -20,6 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ddpm.data import Dataset
 from ddpm.diffusion import NoiseSchedule, make_schedule
 from ddpm.diffusion.losses import DiffusionLoss
+from ddpm.diffusion.timestep_sampler import LossSecondMomentResampler
 from ddpm.nets import build_net
 from ddpm.rundir import RunDir
 from ddpm.train.checkpoint import (
@@ -43,9 +44,10 @@ from ddpm.train.distributed import (
 )
 from ddpm.train.distributed import resolve_device as resolve_device  # re-exported
 from ddpm.train.ema import EMA
+from ddpm.train.objective import build_loss, build_timestep_sampler
 from ddpm.train.progress import Progress
 from ddpm.train.signals import StopRequests
-from ddpm.train.step import accumulate_gradients, draw_step
+from ddpm.train.step import accumulate_gradients, draw_step, record_losses
 
 
 class NonFiniteTrainingError(RuntimeError):
@@ -133,7 +135,8 @@ class _Training:
     optimizer: torch.optim.AdamW
     scaler: torch.amp.GradScaler | None  # fp16 only
     schedule: NoiseSchedule
-    loss_fn: DiffusionLoss
+    loss_fn: DiffusionLoss  # or HybridLoss / VLBLoss (diffusion.loss)
+    timestep_sampler: LossSecondMomentResampler | None  # importance-sampled t (L_vlb); None: uniform
     order: EpochOrder
     progress: Progress
     started: float  # perf_counter at the start of this invocation
@@ -171,20 +174,19 @@ def _setup(
     optimizer = build_optimizer(model, config, device)
     scaler = grad_scaler(precision, device)  # fp16 only
     schedule = make_schedule(config.diffusion.schedule, config.diffusion.num_steps)
-    loss_fn = DiffusionLoss(
-        schedule, config.diffusion.parameterization, config.diffusion.min_snr_gamma or None
-    )
+    loss_fn = build_loss(config.diffusion, schedule, dataset.kind)
+    timestep_sampler = build_timestep_sampler(config.diffusion)
     order = EpochOrder(len(dataset), run.batch_size, run.seed)
     step, counters = 0, {}
     if resume_from is not None:
-        step, counters = _restore(resume_from, model, ema, optimizer, scaler)
+        step, counters = _restore(resume_from, model, ema, optimizer, scaler, timestep_sampler)
     # DDP averages gradients over ranks during backward (and checks that the ranks' weights agree).
     device_ids = [device.index] if device.type == "cuda" else None
     net = DistributedDataParallel(model, device_ids=device_ids) if ctx.distributed else model
     progress = Progress(total=run.steps, initial=step, batch_size=run.batch_size, enabled=ctx.is_main)
     return _Training(
         config, dataset, run_dir, ctx, plan, precision, model, net, ema, optimizer, scaler, schedule,
-        loss_fn, order, progress, started, step,
+        loss_fn, timestep_sampler, order, progress, started, step,
         interval_loss=torch.tensor(counters.get("interval_loss_sum", 0.0), device=device),
         interval_steps=counters.get("interval_steps", 0),
         interval_start=time.perf_counter(),
@@ -195,10 +197,17 @@ def _setup(
 
 
 def _restore(
-    path: Path, model: nn.Module, ema: EMA | None, optimizer: torch.optim.Optimizer, scaler: Any
+    path: Path,
+    model: nn.Module,
+    ema: EMA | None,
+    optimizer: torch.optim.Optimizer,
+    scaler: Any,
+    timestep_sampler: LossSecondMomentResampler | None,
 ) -> tuple[int, dict[str, Any]]:
     """Load a checkpoint into the training state; return its step and saved counters."""
     checkpoint = load_checkpoint(path)
+    if timestep_sampler is not None and checkpoint.timestep_sampler:  # else (--force) it starts afresh
+        timestep_sampler.load_state_dict(checkpoint.timestep_sampler)
     model.load_state_dict(checkpoint.model)
     if ema is not None:
         ema.model.load_state_dict(checkpoint.ema)
@@ -217,11 +226,15 @@ def _train_step(t: _Training) -> torch.Tensor:
     config = t.config
     for group in t.optimizer.param_groups:
         group["lr"] = config.optim.lr * lr_factor(t.step, config)
-    draws = draw_step(config, t.order, t.step, t.dataset, t.schedule.num_steps, t.ctx.device)  # global batch
+    draws = draw_step(config, t.order, t.step, t.dataset, t.schedule.num_steps, t.ctx.device,
+                      t.timestep_sampler)  # the global batch  # fmt: skip
     t.optimizer.zero_grad(set_to_none=True)
+    losses = None if t.timestep_sampler is None else torch.zeros(len(draws.t), device=t.ctx.device)
     loss = accumulate_gradients(
-        t.net, t.loss_fn, t.dataset, draws, config, t.step, t.plan, t.ctx, t.precision, t.scaler
+        t.net, t.loss_fn, t.dataset, draws, config, t.step, t.plan, t.ctx, t.precision, t.scaler, losses
     )
+    if t.timestep_sampler is not None:
+        record_losses(t.timestep_sampler, draws, losses, t.ctx)
     loss = all_sum(loss, t.ctx) / t.ctx.world_size  # mean over the global batch, the same on every rank
     if t.scaler is not None:
         t.scaler.unscale_(t.optimizer)  # clip and check the true gradients
@@ -326,6 +339,7 @@ def _save(t: _Training, at_step: int) -> None:
         model=model_state,
         ema=ema_state,
         optimizer=t.optimizer.state_dict(),
+        timestep_sampler=None if t.timestep_sampler is None else t.timestep_sampler.state_dict(),
         meta={
             "config": config_to_dict(t.config),
             "data_fingerprint": t.dataset.fingerprint,

@@ -62,8 +62,12 @@ def resolve_for_data(config: TrainConfig, dataset: Dataset) -> TrainConfig:
         if isinstance(model, MLPConfig):
             raise ConfigError(f'data {config.data.spec!r} is images; use model.kind = "unet"')
         channels, height, _ = dataset.sample_shape
+        # a learned variance doubles the output: the prediction's C channels, then C for Σ_θ (eq. 15)
+        out_channels = 2 * channels if config.diffusion.learn_variance else model.out_channels
         try:
-            model = dataclasses.replace(model, in_channels=channels, image_size=height)
+            model = dataclasses.replace(
+                model, in_channels=channels, out_channels=out_channels, image_size=height
+            )
         except ValueError as err:
             raise ConfigError(
                 f"model does not fit data {config.data.spec!r} of shape {tuple(dataset.sample_shape)}: {err}"

@@ -5,6 +5,11 @@ in the same order on every rank and for every split: label dropout, flips, times
 then computes only its shards (:class:`ddpm.train.distributed.BatchPlan`), so the optimisation does
 not depend on how many processes or micro-batches share the batch. Dropout masks are the one
 per-shard draw, from a seed of (run seed, s, shard); shard 0 keeps the single-process seed.
+
+Importance-sampled t for L_vlb (Nichol & Dhariwal eq. 18) comes from the loop's one
+``LossSecondMomentResampler``: its draw replaces the uniform one (the same ``randint`` call until it has
+warmed up), each loss is weighted by 1/(T p_t), and every rank records the same unweighted losses of the
+whole global batch, so every rank draws the same t at the next step.
 """
 
 from __future__ import annotations
@@ -18,9 +23,10 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ddpm.data import Dataset
 from ddpm.diffusion.losses import DiffusionLoss
+from ddpm.diffusion.timestep_sampler import LossSecondMomentResampler
 from ddpm.train.config import TrainConfig
 from ddpm.train.data_order import EpochOrder, mix_seed
-from ddpm.train.distributed import BatchPlan, DistContext, autocast
+from ddpm.train.distributed import BatchPlan, DistContext, all_sum, autocast
 
 
 @dataclass(frozen=True)
@@ -32,12 +38,20 @@ class StepDraws:
     noise: Tensor  # (B, *sample_shape) ε ~ N(0, I)
     drop_label: Tensor | None  # (B,) bool: replace the label by "no label" (classifier-free guidance)
     flip: Tensor | None  # (B,) bool: horizontal flip
+    t_weight: Tensor | None = None  # (B,) 1/(T p_t) of importance-sampled t; None: uniform t, weight 1
 
 
 def draw_step(
-    config: TrainConfig, order: EpochOrder, step: int, dataset: Dataset, num_steps: int, device: torch.device
+    config: TrainConfig,
+    order: EpochOrder,
+    step: int,
+    dataset: Dataset,
+    num_steps: int,
+    device: torch.device,
+    timestep_sampler: LossSecondMomentResampler | None = None,
 ) -> StepDraws:
-    """All random draws of ``step`` for the global batch, from the generator seeded by (run seed, step)."""
+    """All random draws of ``step`` for the global batch, from the generator seeded by (run seed, step);
+    t from ``timestep_sampler`` when given (importance sampling), else uniform."""
     generator = torch.Generator(device=device).manual_seed(mix_seed(config.run.seed, step))
     index = order.batch_indices(step)  # (B,)
     batch = index.shape[0]
@@ -46,9 +60,24 @@ def draw_step(
         drop_label = torch.rand(batch, device=device, generator=generator) < config.diffusion.label_dropout
     if config.data.random_flip:
         flip = torch.rand(batch, device=device, generator=generator) < 0.5
-    t = torch.randint(0, num_steps, (batch,), generator=generator, device=device)
+    t_weight = None
+    if timestep_sampler is None:
+        t = torch.randint(0, num_steps, (batch,), generator=generator, device=device)
+    else:  # before warm-up the same randint call, and weights 1
+        t, t_weight = timestep_sampler.sample(batch, device, generator)
     noise = torch.randn((batch, *dataset.sample_shape), generator=generator, device=device)
-    return StepDraws(index, t, noise, drop_label, flip)
+    return StepDraws(index, t, noise, drop_label, flip, t_weight)
+
+
+def record_losses(
+    timestep_sampler: LossSecondMomentResampler, draws: StepDraws, losses: Tensor, ctx: DistContext
+) -> None:
+    """Give the sampler the unweighted losses (B,) of the global batch; each rank holds only its shards'
+    (zeros elsewhere), so they are summed over ranks first. A step with a non-finite loss (it is skipped)
+    records nothing."""
+    losses = all_sum(losses, ctx)
+    if bool(torch.isfinite(losses).all()):
+        timestep_sampler.update(draws.t, losses)
 
 
 def dropout_seed(seed: int, step: int, shard: int) -> int:
@@ -67,6 +96,7 @@ def accumulate_gradients(
     ctx: DistContext,
     precision: str,
     scaler: torch.amp.GradScaler | None = None,
+    losses: Tensor | None = None,
 ) -> Tensor:
     """Forward and backward of this rank's shards; gradients are summed into ``.grad``.
 
@@ -74,6 +104,8 @@ def accumulate_gradients(
     gradients are those of this rank's mean; DDP then averages over ranks (all-reducing on the
     last micro-step only), giving the gradient of the mean loss over the global batch.
     Returns this rank's mean loss (0-dim, detached); average it over ranks for the global mean.
+    Importance-sampled t: each per-sample loss is weighted by its 1/(T p_t), and the unweighted ones
+    are written into ``losses`` (B,) at the shards' positions of the global batch.
     """
     device = ctx.device
     shards = plan.shards_of(ctx.rank)
@@ -96,6 +128,10 @@ def accumulate_gradients(
         with model.no_sync() if defer_sync else contextlib.nullcontext():
             with autocast(precision, device):
                 per_sample = loss_fn(model, x0, t=draws.t[part], noise=draws.noise[part], **cond)  # (b,)
+            if draws.t_weight is not None:
+                if losses is not None:
+                    losses[part] = per_sample.detach().to(losses.dtype)
+                per_sample = per_sample * draws.t_weight[part]
             loss = per_sample.mean() if plan.accum_steps == 1 else per_sample.mean() / plan.accum_steps
             (loss if scaler is None else scaler.scale(loss)).backward()
         total += loss.detach()
