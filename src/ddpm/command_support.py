@@ -19,12 +19,14 @@ import torch
 from PIL import UnidentifiedImageError
 from torch import Tensor
 
+from ddpm.data import load_dataset
 from ddpm.data.user_images import load_images, load_mask
 from ddpm.devices import resolve_device
 from ddpm.diffusion.eps_scaling import check_eps_scale
 from ddpm.diffusion.guidance import check_guidance_scale
 from ddpm.diffusion.samplers import SAMPLERS, TrajectoryStep, spacings_for
 from ddpm.eval import Evaluation, load_samples_npz, prepare
+from ddpm.eval.memorisation import memorisation
 from ddpm.interop.diffusers import is_diffusers_folder
 from ddpm.interop.diffusers_model import from_diffusers
 from ddpm.model import DiffusionModel, from_checkpoint, to_uint8
@@ -252,3 +254,23 @@ def draw_for_scoring(
     return model.sample(
         n, **flags.options(), seed=seed, batch_size=batch_size, labels=model.default_labels(n)
     )
+
+
+def memorisation_metrics(
+    samples: Tensor, evaluation: Evaluation, spec: str, split: str, *, run_data: DataConfig | None = None,
+    root: str | None = None,
+) -> dict[str, float]:
+    """``ddpm.eval.memorisation`` of image samples: their distances to the nearest image of the train
+    split, judged by the held-out split they are scored against (none for points, or when that split
+    is the train split itself, where every real image is its own nearest neighbour)."""
+    held_out = evaluation.dataset  # the ``split`` the samples are scored against
+    if samples.ndim != 4 or split in ("train", "all"):
+        return {}
+    options: dict[str, Any] = {}
+    if run_data is not None:
+        options = {"image_size": run_data.image_size or None, "channels": run_data.channels or None}
+        root = root or run_data.root or None
+    train = load_dataset(spec, split="train", root=root, **options)
+    train_images = train.batch(torch.arange(len(train)))
+    result = memorisation(samples, train_images, held_out.batch(torch.arange(len(held_out))))
+    return result.metrics()

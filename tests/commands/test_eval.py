@@ -43,6 +43,25 @@ def test_eval_command_scores_a_samples_file(tmp_path, monkeypatch, capsys):
     assert "fd_classifier" in capsys.readouterr().out
 
 
+def test_eval_reports_memorisation_replayed_training_images_are_flagged(tmp_path, monkeypatch):
+    from ddpm.data import load_dataset
+
+    monkeypatch.setenv("DDPM_DATA", str(tmp_path / "cache"))
+    train = load_dataset("digits", split="train")
+    copies = train.data[:40].permute(0, 2, 3, 1).numpy()  # uint8 (N, H, W, C): replayed training images
+    np.savez(tmp_path / "copies.npz", images=copies)
+    noise = np.random.default_rng(0).integers(0, 256, size=(40, 8, 8, 1), dtype=np.uint8)
+    np.savez(tmp_path / "noise.npz", images=noise)
+    shares = {}
+    for name in ("copies", "noise"):
+        assert main(["eval", str(tmp_path / f"{name}.npz"), "--data", "digits", "--n", "40",
+                     "--json", str(tmp_path / f"{name}.json")]) == 0  # fmt: skip
+        metrics = json.loads((tmp_path / f"{name}.json").read_text())["metrics"]
+        shares[name] = metrics["memorised_share"]
+        assert metrics["memorised_share_expected"] == 0.05
+    assert shares == {"copies": 1.0, "noise": 0.0}
+
+
 def test_eval_of_a_samples_file_needs_data(tmp_path, capsys):
     np.savez(tmp_path / "s.npz", images=np.zeros((4, 8, 8, 1), dtype=np.uint8))
     assert main(["eval", str(tmp_path / "s.npz")]) == 2
@@ -148,3 +167,9 @@ def test_bad_nll_flags_are_one_line_errors(digits_run, user_files, flags, messag
     assert main(["eval", *argv]) == 2
     err = capsys.readouterr().err
     assert re.search(message, err) and len(err.splitlines()) == 1, err
+
+
+def test_nll_of_a_diffusers_folder_needs_data(diffusers_folders, capsys):
+    assert main(["eval", str(diffusers_folders["flat"]), "--nll", "--n", "2", "--nll-terms", "4"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "--data is required for a diffusers model folder" in err

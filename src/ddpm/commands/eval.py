@@ -18,6 +18,7 @@ from ddpm.command_support import (
     check_count,
     device_for,
     draw_for_scoring,
+    memorisation_metrics,
     open_run,
     prepare_real,
     read_samples,
@@ -66,6 +67,7 @@ def evaluate_path(
         samples, _ = read_samples(path)
         evaluation = prepare_real(data, min(n, len(samples)), **options)
         source: dict[str, Any] = {"samples_file": str(path)}
+        run_data = None
     else:
         opened = open_run(path, device=device)
         run_data = opened.data_section(data)  # a diffusers folder has none of its own: --data required
@@ -77,6 +79,9 @@ def evaluate_path(
         used = model.sampling.with_overrides(**flags.options())  # what ran, for the record
         source = {"model": str(path), "step": model.step, **_sampler_record(used)}
     result = score(evaluation, samples, batch_size=batch_size, seed=seed, progress=True)
+    # Samples that replay training images score at the real-data floor: the nearest-training check beside it.
+    result.update(memorisation_metrics(samples[: int(result["n"])], evaluation, data, split,
+                                       run_data=run_data, root=data_root))  # fmt: skip
     return {**source, "data": data, "split": split, "metrics": result}
 
 
@@ -123,8 +128,8 @@ def likelihood_of_path(
         raise UsageError(f"--nll measures bits/dim of 8-bit images; {str(path)!r} is a model of 2-D points")
     if variance is not None and model.spec.learned_variance:
         raise UsageError(f"--nll-variance applies to fixed variances; {str(path)!r} learned its own")
-    run_data = opened.config.data
-    data = data or run_data.spec
+    run_data = opened.data_section(data)  # a diffusers folder has none of its own: --data required
+    data = run_data.spec
     dataset = load_dataset(data, split=split, root=data_root or run_data.root or None,
                            image_size=run_data.image_size or None,
                            channels=run_data.channels or None)  # fmt: skip
