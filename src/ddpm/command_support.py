@@ -236,15 +236,21 @@ def gather(
     return RunPictures(model, real, result.samples.cpu(), result.trajectory)
 
 
+def real_data_options(run_data: DataConfig | None, root: str | None = None) -> dict[str, Any]:
+    """``load_dataset``/``prepare`` keywords for the real data a run's samples are compared with: its image
+    size, channels and root (``root``, the --data-root flag, first); none without a run's data section."""
+    if run_data is None:
+        return {"root": root}
+    return {"root": root or run_data.root or None, "image_size": run_data.image_size or None,
+            "channels": run_data.channels or None}  # fmt: skip
+
+
 def prepare_real(
     spec: str, n: int, *, run_data: DataConfig | None = None, root: str | None = None, **options: Any
 ) -> Evaluation:
     """Real data and features to score ``n`` samples against (``ddpm.eval.prepare``). With the run's data
     section, its image size, channels and root apply: the run's samples have that shape."""
-    if run_data is not None:
-        options.update(image_size=run_data.image_size or None, channels=run_data.channels or None)
-        root = root or run_data.root or None
-    return prepare(spec, n, root=root, **options)
+    return prepare(spec, n, **real_data_options(run_data, root), **options)
 
 
 def draw_for_scoring(
@@ -266,11 +272,7 @@ def memorisation_metrics(
     held_out = evaluation.dataset  # the ``split`` the samples are scored against
     if samples.ndim != 4 or split in ("train", "all"):
         return {}
-    options: dict[str, Any] = {}
-    if run_data is not None:
-        options = {"image_size": run_data.image_size or None, "channels": run_data.channels or None}
-        root = root or run_data.root or None
-    train = load_dataset(spec, split="train", root=root, **options)
+    train = load_dataset(spec, split="train", **real_data_options(run_data, root))
     train_images = train.batch(torch.arange(len(train)))
     result = memorisation(samples, train_images, held_out.batch(torch.arange(len(held_out))))
     return result.metrics()

@@ -22,6 +22,7 @@ from ddpm.command_support import (
     open_run,
     prepare_real,
     read_samples,
+    real_data_options,
 )
 from ddpm.data import load_dataset
 from ddpm.diffusion.likelihood import bits_per_dim, variational_bound
@@ -130,9 +131,7 @@ def likelihood_of_path(
         raise UsageError(f"--nll-variance applies to fixed variances; {str(path)!r} learned its own")
     run_data = opened.data_section(data)  # a diffusers folder has none of its own: --data required
     data = run_data.spec
-    dataset = load_dataset(data, split=split, root=data_root or run_data.root or None,
-                           image_size=run_data.image_size or None,
-                           channels=run_data.channels or None)  # fmt: skip
+    dataset = load_dataset(data, split=split, **real_data_options(run_data, data_root))
     if tuple(dataset.sample_shape) != tuple(model.sample_shape):
         raise UsageError(
             f"data {data!r} has images of shape {tuple(dataset.sample_shape)}; the model's are "
