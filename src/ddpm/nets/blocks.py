@@ -31,31 +31,40 @@ def group_norm(channels: int, num_groups: int, eps: float) -> nn.GroupNorm:
 class ResnetBlock(nn.Module):
     """GroupNorm → SiLU → conv3x3, + Dense(SiLU(temb)), GroupNorm → SiLU → dropout → conv3x3, + skip.
 
-    The skip is a 1×1 conv (the paper's nin_shortcut) when the channel count changes.
+    The skip is a 1×1 conv (the paper's nin_shortcut) when the channel count changes. With
+    ``temb_dim=None`` there is no time input (the autoencoder's blocks, LDM's ``temb_channels=0``).
     """
 
     def __init__(
-        self, in_channels: int, out_channels: int, temb_dim: int, dropout: float, num_groups: int, eps: float
+        self,
+        in_channels: int,
+        out_channels: int,
+        temb_dim: int | None,
+        dropout: float,
+        num_groups: int,
+        eps: float,
     ) -> None:
         super().__init__()
         self.norm1 = group_norm(in_channels, num_groups, eps)
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
-        self.temb_proj = nn.Linear(temb_dim, out_channels)
+        self.temb_proj = None if temb_dim is None else nn.Linear(temb_dim, out_channels)
         self.norm2 = group_norm(out_channels, num_groups, eps)
         self.dropout = dropout
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
         self.nin_shortcut = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else None
         paper_init_(self.conv1)
-        paper_init_(self.temb_proj)
+        if self.temb_proj is not None:
+            paper_init_(self.temb_proj)
         paper_init_(self.conv2, scale=ZERO_SCALE)
         if self.nin_shortcut is not None:
             paper_init_(self.nin_shortcut)
 
-    def forward(self, x: Tensor, temb_act: Tensor) -> Tensor:
+    def forward(self, x: Tensor, temb_act: Tensor | None = None) -> Tensor:
         # x: (B, C_in, H, W); temb_act: (B, temb_dim), already SiLU-activated once per forward.
         # In-place adds are safe below: no backward needs a conv's output.
         h = self.conv1(norm_silu(self.norm1, x))  # (B, C_out, H, W)
-        h.add_(self.temb_proj(temb_act)[:, :, None, None])
+        if self.temb_proj is not None:
+            h.add_(self.temb_proj(temb_act)[:, :, None, None])
         h = inverted_dropout(norm_silu(self.norm2, h), self.dropout, self.training)
         h = self.conv2(h)
         return h.add_(x if self.nin_shortcut is None else self.nin_shortcut(x))
