@@ -11,6 +11,7 @@ from torch import nn
 
 from ddpm.nets.autoencoder import AutoencoderConfig, AutoencoderKL, DiagonalGaussian
 from ddpm.nets.configs import UNET_PRESETS, MLPConfig, UNetConfig
+from ddpm.nets.controlnet import ControlBranch, ControlledUNet, ControlNetConfig
 from ddpm.nets.mlp import MLPDenoiser
 from ddpm.nets.unet import UNet
 
@@ -39,6 +40,9 @@ __all__ = [
     "UNET_PRESETS",
     "AutoencoderConfig",
     "AutoencoderKL",
+    "ControlBranch",
+    "ControlNetConfig",
+    "ControlledUNet",
     "DiagonalGaussian",
     "MLPConfig",
     "MLPDenoiser",
