@@ -195,6 +195,11 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
     Temporaries ``.tmp-<name>-<pid>`` left by a killed writer are removed first.
     """
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """:func:`atomic_write_text` for bytes (a safetensors file, say)."""
     path = Path(path)
     for stale in path.parent.glob(f".tmp-{glob.escape(path.name)}-*"):
         pid = stale.name.rsplit("-", 1)[1]
@@ -202,7 +207,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
             stale.unlink(missing_ok=True)
     tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
     try:
-        write_durably(tmp, text.encode("utf-8"))
+        write_durably(tmp, data)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -9,6 +9,7 @@ refused by name.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -186,7 +187,10 @@ _MODULE_RULES: list[tuple[str, str]] = [
 _LEGACY_ATTENTION = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
 
 
-def _diffusers_name(key: str, num_levels: int) -> str:
+def diffusers_name(key: str, num_levels: int) -> str:
+    """The diffusers name of one of our state-dict keys (a U-Net's, or an autoencoder's below its
+    ``encoder.`` / ``decoder.`` prefix: both follow the paper code's names)."""
+
     def up_level(match: re.Match) -> str:
         return f"up_blocks.{num_levels - 1 - int(match[1])}.{match[2]}"
 
@@ -199,11 +203,11 @@ def _diffusers_name(key: str, num_levels: int) -> str:
     return key
 
 
-def _key_map(net: UNet) -> dict[str, list[str]]:
+def diffusers_key_map(keys: Iterable[str], rename: Callable[[str], str]) -> dict[str, list[str]]:
     """Each of our state-dict keys → its diffusers keys (three, q/k/v, for our fused qkv)."""
     mapping = {}
-    for key in net.state_dict():
-        name = _diffusers_name(key, net.config.num_levels)
+    for key in keys:
+        name = rename(key)
         if ".qkv." in name:
             mapping[key] = [name.replace(".qkv.", f".{part}.") for part in ("to_q", "to_k", "to_v")]
         else:
@@ -211,8 +215,20 @@ def _key_map(net: UNet) -> dict[str, list[str]]:
     return mapping
 
 
+def _key_map(net: UNet) -> dict[str, list[str]]:
+    return diffusers_key_map(net.state_dict(), lambda key: diffusers_name(key, net.config.num_levels))
+
+
 def state_dict_from_diffusers(net: UNet, weights: dict[str, Tensor]) -> dict[str, Tensor]:
     """Our state dict from UNet2DModel weights; refuses missing, unexpected or mis-shaped tensors."""
+    return tensors_from_diffusers(_key_map(net), net.state_dict(), weights)
+
+
+def tensors_from_diffusers(
+    mapping: dict[str, list[str]], expected: dict[str, Tensor], weights: dict[str, Tensor]
+) -> dict[str, Tensor]:
+    """Our tensors, by ``mapping`` (:func:`diffusers_key_map`) from diffusers ``weights``; refuses missing,
+    unexpected or mis-shaped tensors. Attention weights under pre-0.14 names are read too."""
     renamed = {}
     for name, tensor in weights.items():
         match = re.match(r"^(.*attentions\.\d+)\.(query|key|value|proj_attn)\.(weight|bias)$", name)
@@ -221,8 +237,7 @@ def state_dict_from_diffusers(net: UNet, weights: dict[str, Tensor]) -> dict[str
             if tensor.ndim == 4:  # 1×1 conv weights of the oldest checkpoints: (C, C, 1, 1) → (C, C)
                 tensor = tensor[:, :, 0, 0]
         renamed[name] = tensor
-    ours, expected = {}, net.state_dict()
-    mapping = _key_map(net)
+    ours = {}
     needed = {name for names in mapping.values() for name in names}
     unexpected = sorted(set(renamed) - needed)
     if unexpected:
@@ -243,9 +258,13 @@ def state_dict_from_diffusers(net: UNet, weights: dict[str, Tensor]) -> dict[str
 
 def state_dict_to_diffusers(net: UNet) -> dict[str, Tensor]:
     """UNet2DModel weights (contiguous CPU tensors) from our net."""
+    return tensors_to_diffusers(_key_map(net), net.state_dict())
+
+
+def tensors_to_diffusers(mapping: dict[str, list[str]], state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """diffusers weights (contiguous CPU tensors) from our ``state`` by ``mapping``."""
     weights = {}
-    state = net.state_dict()
-    for key, names in _key_map(net).items():
+    for key, names in mapping.items():
         parts = state[key].detach().cpu().chunk(len(names))  # qkv: (3C, …) → q, k, v
         weights.update({name: part.contiguous() for name, part in zip(names, parts, strict=True)})
     return weights
