@@ -16,6 +16,7 @@ from ddpm.interop.diffusers_vae import (
     vae_config_to_diffusers,
 )
 from ddpm.nets import AutoencoderConfig, AutoencoderKL
+from tests.nets.test_unet import perturbed
 
 diffusers = pytest.importorskip("diffusers")
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning")
@@ -39,14 +40,6 @@ def diffusers_vae(config: AutoencoderConfig, seed: int = 0):
     return diffusers.AutoencoderKL(**{
         k: v for k, v in vae_config_to_diffusers(config).items() if not k.startswith("_")
     }).eval()  # fmt: skip
-
-
-def perturbed(net: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.add_(0.1 * torch.randn(p.shape, generator=generator))
-    return net
 
 
 def assert_same_outputs(ours: AutoencoderKL, theirs, config: AutoencoderConfig) -> dict[str, float]:

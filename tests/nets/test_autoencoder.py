@@ -13,6 +13,7 @@ from ddpm.configio import ConfigError, from_dict, to_dict
 from ddpm.data import load_dataset
 from ddpm.nets import AutoencoderConfig, AutoencoderKL, DiagonalGaussian, build_net
 from ddpm.train.autoencoder_loss import AutoencoderLoss
+from tests.nets.test_unet import perturbed
 
 
 def tiny_config(**overrides) -> AutoencoderConfig:
@@ -20,15 +21,6 @@ def tiny_config(**overrides) -> AutoencoderConfig:
                   latent_channels=3, norm_num_groups=4)  # fmt: skip
     fields.update(overrides)
     return AutoencoderConfig(**fields)
-
-
-def perturbed(net: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Our init zeroes every residual branch's last layer; shake all weights so every layer counts."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.add_(0.1 * torch.randn(p.shape, generator=generator))
-    return net
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,7 @@ from safetensors.torch import save as safetensors_bytes
 from ddpm.interop.diffusers import CONFIG_NAME, PICKLED_WEIGHTS_NAME, WEIGHTS_NAME, component_dir
 from ddpm.nets.autoencoder import AutoencoderConfig, AutoencoderKL
 from ddpm.nets.diffusers_unet import (
+    check_fixed_values,
     config_error,
     diffusers_key_map,
     diffusers_name,
@@ -57,9 +58,7 @@ def vae_config_from_diffusers(raw: dict[str, Any]) -> tuple[AutoencoderConfig, d
     if raw.get("_class_name", "AutoencoderKL") != "AutoencoderKL":
         raise config_error("_class_name", raw["_class_name"], "'AutoencoderKL'")
     cfg = {**AUTOENCODER_KL_DEFAULTS, **{k: v for k, v in raw.items() if not k.startswith("_")}}
-    for key, allowed in AUTOENCODER_KL_FIXED.items():
-        if cfg[key] not in allowed or isinstance(cfg[key], bool) != isinstance(allowed[0], bool):
-            raise config_error(key, cfg[key], " or ".join(repr(a) for a in allowed))
+    check_fixed_values(cfg, AUTOENCODER_KL_FIXED)
     if cfg["out_channels"] != cfg["in_channels"]:
         raise config_error("out_channels", cfg["out_channels"], f"in_channels ({cfg['in_channels']})")
     levels = len(cfg["block_out_channels"])

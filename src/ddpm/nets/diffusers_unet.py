@@ -55,6 +55,13 @@ def config_error(key: str, value: Any, allowed: str) -> ValueError:
     return ValueError(f"diffusers config {key}={value!r} is not supported; ours needs {allowed}")
 
 
+def check_fixed_values(cfg: dict[str, Any], fixed: dict[str, tuple[Any, ...]]) -> None:
+    """Refuse any ``cfg[key]`` outside ``fixed[key]`` (True is not 1 here: bools must match bools)."""
+    for key, allowed in fixed.items():
+        if cfg[key] not in allowed or isinstance(cfg[key], bool) != isinstance(allowed[0], bool):
+            raise config_error(key, cfg[key], " or ".join(repr(a) for a in allowed))
+
+
 # --- U-Net config ------------------------------------------------------------------------------------
 
 
@@ -63,9 +70,7 @@ def unet_config_from_diffusers(raw: dict[str, Any]) -> UNetConfig:
     if raw.get("_class_name", "UNet2DModel") != "UNet2DModel":
         raise config_error("_class_name", raw["_class_name"], "'UNet2DModel'")
     cfg = {**UNET2D_DEFAULTS, **{k: v for k, v in raw.items() if not k.startswith("_")}}
-    for key, allowed in UNET2D_FIXED.items():
-        if cfg[key] not in allowed or isinstance(cfg[key], bool) != isinstance(allowed[0], bool):
-            raise config_error(key, cfg[key], " or ".join(repr(a) for a in allowed))
+    check_fixed_values(cfg, UNET2D_FIXED)
     channels = [int(c) for c in cfg["block_out_channels"]]
     down, up = list(cfg["down_block_types"]), list(cfg["up_block_types"])
     if len(down) != len(channels) or len(up) != len(channels):
