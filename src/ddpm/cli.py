@@ -47,7 +47,14 @@ def add_train(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--data", default="digits", metavar="SPEC",
                        help="digits (default, offline), mnist[:DIR], fashion-mnist[:DIR], cifar10[:DIR], "
                        "folder:PATH, swissroll, moons, gaussians8")  # fmt: skip
-    train.add_argument("--preset", help="swissroll, digits, mnist, cifar10, celebahq256")
+    train.add_argument("--preset", help="swissroll, digits, mnist, cifar10, celebahq256; autoencoder-digits, "
+                       "-mnist, -cifar10; latent-digits, -mnist, -cifar10")  # fmt: skip
+    train.add_argument("--kind", choices=("diffusion", "autoencoder"), help="what to train: a diffusion "
+                       "model (default) or latent diffusion's first stage, a KL autoencoder (preset "
+                       "autoencoder-<data>; --set model.downsample_factor=4|8)")  # fmt: skip
+    train.add_argument("--latent", metavar="AE_RUN", help="train diffusion on the latents of this "
+                       "autoencoder run (preset latent-<data>); its samples are decoded, and inpainting "
+                       "masks are taken to latent resolution, as LDM does")  # fmt: skip
     train.add_argument("--config", metavar="FILE.toml", help="TOML file of config values")
     train.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="override one config value, e.g. --set optim.lr=1e-3 (repeatable)")  # fmt: skip

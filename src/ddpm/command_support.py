@@ -150,6 +150,11 @@ def open_run(
         return OpenedRun(from_diffusers(path, device=target), None, None)
     run_dir, checkpoint = resolve_checkpoint(path)  # once: for a run directory it verifies every file
     meta = read_checkpoint_meta(checkpoint)
+    if meta.get("config", {}).get("model", {}).get("kind") == "autoencoder":
+        raise UsageError(
+            f"{str(path)!r} is an autoencoder run (latent diffusion's first stage), which draws no samples; "
+            f"train diffusion on its latents: ddpm train --latent {path}"
+        )
     model = from_checkpoint(checkpoint, meta, weights=weights, device=target)
     if images_only and model.kind != "images":
         raise UsageError(f"{str(path)!r} is a model of 2-D points; editing needs an image model")

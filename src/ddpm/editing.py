@@ -5,6 +5,11 @@ interpolation of noises, RePaint inpainting. The math lives in ``ddpm.diffusion`
 inversion, inpaint); sampling goes through the model's one path (``DiffusionModel.sample``); this
 module fits both to a model and its inputs. Pictures of the results: ``ddpm.viz.editing``.
 
+A latent model (Rombach et al. 2022) edits in its latent space, as LDM does: inversion encodes the
+images first (x_T is a latent noise), and inpainting encodes the image, takes the mask down to latent
+resolution (a latent cell is regenerated when any pixel it covers is masked: max-pooling by f), runs
+RePaint on the latents, decodes, and pastes the unmasked pixels back so they are kept exactly.
+
 import ddpm, ddpm.editing as editing
 model = ddpm.load("runs/digits-cond")
 images, labels = editing.sample_classes(model, "all", guidance=3.0, n_per_class=8)
@@ -56,16 +61,20 @@ def parse_classes(model: DiffusionModel, classes: ClassSpec) -> list[int]:
     return classes
 
 
-def check_images(model: DiffusionModel, images: Tensor, name: str = "images") -> Tensor:
-    """``images`` as a float (N, C, H, W) batch of the model's sample shape, on the model's device."""
+def check_images(
+    model: DiffusionModel, images: Tensor, name: str = "images", shape: tuple[int, ...] | None = None
+) -> Tensor:
+    """``images`` as a float (N, C, H, W) batch of the model's sample shape (or ``shape``, e.g. its
+    ``space_shape`` for noises), on the model's device."""
+    shape = model.sample_shape if shape is None else shape
     if not isinstance(images, Tensor) or not images.is_floating_point():
         raise ValueError(
             f"{name} must be a float tensor in [-1, 1], got {getattr(images, 'dtype', type(images))}"
         )
-    if tuple(images.shape) == model.sample_shape:
+    if tuple(images.shape) == shape:
         images = images.unsqueeze(0)
-    if images.ndim != len(model.sample_shape) + 1 or tuple(images.shape[1:]) != model.sample_shape:
-        wanted = ", ".join(map(str, model.sample_shape))
+    if images.ndim != len(shape) + 1 or tuple(images.shape[1:]) != shape:
+        wanted = ", ".join(map(str, shape))
         raise ValueError(f"{name} have shape {tuple(images.shape)}; this model needs (N, {wanted})")
     return images.to(model.device)
 
@@ -91,7 +100,7 @@ def sample_classes(
     if isinstance(n_per_class, bool) or not isinstance(n_per_class, int) or n_per_class < 1:
         raise ValueError(f"n_per_class={n_per_class!r} is invalid; it must be an integer ≥ 1")
     seeds = sample_seeds(seed, n_per_class) * len(classes)  # column j: image j of ``seed``, every class
-    noise = per_sample_noise(seeds, model.sample_shape)  # (K·n, C, H, W)
+    noise = per_sample_noise(seeds, model.space_shape)  # (K·n, C, H, W) (a latent model's: its latents')
     labels = torch.tensor(classes).repeat_interleave(n_per_class)  # (K·n,)
     images = model.sample(noise=noise, seeds=seeds, labels=labels, guidance=guidance, **sample_options)
     return images, labels
@@ -120,18 +129,19 @@ def guidance_sweep(
 
 def noise_for_seed(model: DiffusionModel, seed: int) -> Tensor:
     """x_T (C, H, W) of ``model.sample(1, seed=seed)``: the noise of image 0 of that seed."""
-    return per_sample_noise(sample_seeds(seed, 1), model.sample_shape)[0]
+    return per_sample_noise(sample_seeds(seed, 1), model.space_shape)[0]
 
 
 def invert(
     model: DiffusionModel, images: Tensor, *, steps: int = 50, labels: Labels = None, batch_size: int = 256
 ) -> Tensor:
-    """DDIM inversion (η = 0) of images in [-1, 1] (N, C, H, W) → their x_T (N, C, H, W) on the CPU.
+    """DDIM inversion (η = 0) of images in [-1, 1] (N, C, H, W) → their x_T (N, C, H, W) on the CPU
+    (a latent model's: (N, c, h, w), of the images' encodings).
 
     ``labels`` (one class, or one per image) condition a class-conditional model; None uses its
     unconditional branch. ``reconstruct`` samples them back.
     """
-    images = check_images(model, images)
+    images = model.encode(check_images(model, images))
     labels = model.labels(labels, len(images))
     denoiser = model.denoiser()  # no x̂₀ clipping: inversion runs the ODE as the network gives it
     model.net.eval()
@@ -176,8 +186,8 @@ def interpolate(
     and last images are the samples of a and b themselves (slerp returns them exactly).
     """
     weights = interpolation_weights(num)
-    a = check_images(model, a, "a")[0].cpu()
-    b = check_images(model, b, "b")[0].cpu()
+    a = check_images(model, a, "a", model.space_shape)[0].cpu()
+    b = check_images(model, b, "b", model.space_shape)[0].cpu()
     noises = torch.stack([slerp(a, b, w) for w in weights])  # (num, C, H, W)
     return model.sample(
         noise=noises, steps=steps, labels=labels, guidance=guidance, batch_size=batch_size, **EXACT_DDIM
@@ -218,14 +228,18 @@ def inpaint(
     ``images`` (N, C, H, W) in [-1, 1]; ``mask`` broadcastable to them ((H, W), (1, H, W), …). The
     defaults are the paper's (250 steps, jumps of 10, 10 resamplings: ≈ 4,500 network calls); image i
     uses seed ``sample_seeds(seed, N)[i]``; ``callback(i, t, x)`` runs after each model call of a batch.
-    Returns (N, C, H, W) on the CPU.
+    Returns (N, C, H, W) on the CPU. A latent model works on latents (see the module's docstring).
     """
     images = check_images(model, images)
     labels = model.labels(labels, len(images))
     if guidance != 1 and labels is None:
         raise ValueError(f"guidance={guidance} needs labels: guidance steers samples towards a class")
-    denoiser = model.denoiser(guidance=guidance, clip_x0=1.0 if model.kind == "images" else None)
+    pixels = model.kind == "images" and model.codec is None  # x̂₀ clipping: pixels live in [-1, 1]
+    denoiser = model.denoiser(guidance=guidance, clip_x0=1.0 if pixels else None)
     mask = _mask_like(mask, images)
+    known, known_mask = model.encode(images), _latent_mask(model, mask)
+    if callback is not None and model.codec is not None:
+        callback = _decoding(model, callback)
     seeds = sample_seeds(seed, len(images))
     model.net.eval()
     out = []
@@ -233,12 +247,29 @@ def inpaint(
         for start in range(0, len(images), batch_size):
             rows = slice(start, start + batch_size)
             result = repaint(
-                denoiser, model.schedule, images[rows], mask[rows], steps=steps, jump_length=jump_length,
+                denoiser, model.schedule, known[rows], known_mask[rows], steps=steps, jump_length=jump_length,
                 resamples=resamples, seeds=seeds[rows],
                 cond=None if labels is None else {"class_labels": labels[rows]}, callback=callback,
             )  # fmt: skip
-            out.append(result.samples.cpu())
-    return torch.cat(out)
+            out.append(result.samples.cpu() if model.codec is None else model.decode(result.samples))
+    filled = torch.cat(out)
+    if model.codec is None:
+        return filled
+    return torch.where(mask.bool(), filled.to(images.device), images).cpu()  # decoding is lossy: paste back
+
+
+def _latent_mask(model: DiffusionModel, mask: Tensor) -> Tensor:
+    """A latent model's mask (N, c, h, w) of a pixel mask (N, C, H, W): a latent cell is regenerated when
+    any pixel it covers is (max-pooling by the factor f); a pixel model's mask as it is."""
+    if model.codec is None:
+        return mask
+    f = model.codec.downsample_factor
+    cells = torch.nn.functional.max_pool2d(mask.float().amax(1, keepdim=True), f)  # (N, 1, h, w)
+    return cells.expand(-1, model.space_shape[0], -1, -1) > 0
+
+
+def _decoding(model: DiffusionModel, callback: Callable[[int, int, Tensor], None]) -> Callable:
+    return lambda i, t, x: callback(i, t, model.decode(x))  # the image the latents stand for
 
 
 def _mask_like(mask: Tensor, images: Tensor) -> Tensor:

@@ -10,7 +10,9 @@ Every path that draws from a model (the CLI, previews, evaluation, editing, repo
 guidance on its raw output, then its parameterization, epsilon scaling and x̂₀ clipping) and handed
 to a sampler of ``ddpm.diffusion.samplers``, which never knows what network is inside. A latent model (a codec
 around the same sampler) or a controlled one (an extra conditioning input) is this object with more
-parts, not a second copy of this path.
+parts, not a second copy of this path: a latent model (Rombach et al. 2022) samples in its
+autoencoder's normalised latent space (``space_shape``) and decodes at the end (``decode``),
+so its samples, trajectories and ``sample_shape`` are images like any other model's.
 """
 
 from __future__ import annotations
@@ -29,10 +31,11 @@ from ddpm.configio import coerce
 from ddpm.diffusion import NoiseSchedule, make_schedule
 from ddpm.diffusion.guidance import ClassifierFreeGuidance, check_guidance_scale
 from ddpm.diffusion.prediction import Parameterized
-from ddpm.diffusion.samplers import SAMPLERS, SampleResult, sample_seeds
+from ddpm.diffusion.samplers import SAMPLERS, SampleResult, TrajectoryStep, sample_seeds
 from ddpm.diffusion.samplers.settings import SamplingConfig
 from ddpm.nets import MLPConfig, UNetConfig, build_net
-from ddpm.rundir import read_checkpoint_meta, read_weights, resolve_checkpoint
+from ddpm.nets.latent_codec import LatentCodec, LatentConfig
+from ddpm.rundir import autoencoder_checkpoint, read_checkpoint_meta, read_weights, resolve_checkpoint
 
 NetConfig = UNetConfig | MLPConfig
 NET_KINDS: dict[str, type] = {"unet": UNetConfig, "mlp": MLPConfig}  # config.toml's model.kind
@@ -55,6 +58,7 @@ class ModelSpec:
     # σ² of the ancestral (ddpm) sampler without a learned variance: beta (σ² = β_t, DDPM's CIFAR-10 choice,
     # diffusers' fixed_large) or beta_tilde (the posterior's β̃_t, fixed_small); diffusers folders set it
     variance: str = "beta"
+    latent: LatentConfig | None = None  # a latent model's autoencoder; sample_shape is then its images'
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], sample_shape: Sequence[int], kind: str) -> ModelSpec:
@@ -65,6 +69,7 @@ class ModelSpec:
         if net_kind not in NET_KINDS:
             raise ValueError(f"model.kind={net_kind!r} is not allowed; choose one of {', '.join(NET_KINDS)}")
         diffusion = config.get("diffusion", {})
+        latent = config.get("latent", {})
         return cls(
             net=coerce(NET_KINDS[net_kind], net, "model"),
             schedule=diffusion.get("schedule", "linear"),
@@ -74,6 +79,7 @@ class ModelSpec:
             kind=kind,
             sampling=SamplingConfig.from_run_section(config.get("run", {})),
             learned_variance=diffusion.get("learn_variance", False),
+            latent=coerce(LatentConfig, latent, "latent") if latent.get("autoencoder") else None,
         )
 
 
@@ -85,6 +91,7 @@ class DiffusionModel:
     spec: ModelSpec
     schedule: NoiseSchedule
     step: int = 0  # training steps behind these weights
+    codec: LatentCodec | None = None  # a latent model's frozen autoencoder and latent normalisation
 
     parameterization = property(lambda self: self.spec.parameterization)
     sample_shape = property(lambda self: self.spec.sample_shape)
@@ -98,6 +105,22 @@ class DiffusionModel:
     @property
     def device(self) -> torch.device:
         return next(self.net.parameters()).device
+
+    @property
+    def space_shape(self) -> tuple[int, ...]:
+        """The shape diffusion runs in (x_T, inversions): a latent model's latents, else sample_shape."""
+        return self.sample_shape if self.codec is None else self.codec.latent_shape(self.sample_shape)
+
+    @torch.inference_mode()
+    def encode(self, images: Tensor) -> Tensor:
+        """Images (N, C, H, W) in [-1, 1] → the space diffusion runs in: a latent model's normalised
+        posterior means (deterministic, for inversion and inpainting); the images themselves otherwise."""
+        return images if self.codec is None else self.codec.encode(images.to(self.device))
+
+    @torch.inference_mode()
+    def decode(self, x: Tensor) -> Tensor:
+        """:meth:`encode`'s inverse: a latent model decodes (N, c, h, w) to images clamped to [-1, 1]."""
+        return x if self.codec is None else self.codec.decode(x.to(self.device)).clamp(-1, 1)
 
     def denoiser(
         self, *, guidance: float = 1.0, eps_scale: float = 1.0, clip_x0: float | None = None
@@ -169,18 +192,23 @@ class DiffusionModel:
         ``guidance_scale``; Ho & Salimans 2022 eq. 6 with w = s − 1): 1 is the plain model and needs no
         labels, any other s needs them. ``eps_scale`` λ divides the predicted noise at every step.
         ``callback(i, t, x_t, x̂₀)`` runs after the model call of step i of each batch (the samplers' own).
+        A latent model's ``noise`` is x_T in its latent space (``space_shape``); its samples, trajectory
+        and callback tensors are decoded to images.
         """
         settings = self.sampling.with_overrides(**sampling)
         n = _count(n, noise)
         _check_positive_int("batch_size", batch_size)
-        clip_x0 = 1.0 if clip_x0 is None and self.kind == "images" else clip_x0  # images live in [-1, 1]
+        if clip_x0 is None and self.kind == "images" and self.codec is None:
+            clip_x0 = 1.0  # images live in [-1, 1]; normalised latents have no such bound
+        if callback is not None and self.codec is not None:
+            callback = self._decoding(callback)
         denoiser = self.denoiser(guidance=guidance, eps_scale=settings.eps_scale, clip_x0=clip_x0)
         labels = self.labels(labels, n)
         if guidance != 1 and labels is None:
             raise ValueError(f"guidance={guidance} needs labels: guidance steers samples towards a class")
         seeds = sample_seeds(seed, n) if seeds is None else list(seeds)
         if noise is not None:
-            noise = self._check_noise(noise)
+            noise = self.check_noise(noise)
         results = []
         self.net.eval()
         with torch.inference_mode():
@@ -189,13 +217,13 @@ class DiffusionModel:
                 batch_seeds = seeds[rows]
                 result = SAMPLERS[settings.sampler](
                     denoiser, self.schedule,
-                    (len(batch_seeds), *self.sample_shape) if noise is None else noise[rows],
+                    (len(batch_seeds), *self.space_shape) if noise is None else noise[rows],
                     seeds=batch_seeds, device=self.device, trajectory_steps=trajectory_steps,
                     callback=callback,
                     cond=None if labels is None else {"class_labels": labels[rows]},
                     **self._sampler_options(settings),
                 )  # fmt: skip
-                results.append(result)
+                results.append(result if self.codec is None else self._decoded(result))
                 if progress is not None:
                     progress(len(batch_seeds))
         return results
@@ -212,12 +240,21 @@ class DiffusionModel:
             options["variance"] = self.spec.variance
         return options
 
-    def _check_noise(self, noise: Tensor) -> Tensor:
-        """x_T as a float (N, *sample_shape) batch on the model's device."""
+    def _decoded(self, result: SampleResult) -> SampleResult:
+        """A latent model's result in pixel space: its samples and recorded x_t, x̂₀ decoded."""
+        steps = [TrajectoryStep(s.t, self.decode(s.x_t).cpu(), self.decode(s.x0_pred).cpu())
+                 for s in result.trajectory]  # fmt: skip
+        return SampleResult(self.decode(result.samples), result.nfe, steps)
+
+    def _decoding(self, callback: Callable[[int, int, Tensor, Tensor], None]) -> Callable:
+        return lambda i, t, x_t, x0: callback(i, t, self.decode(x_t), self.decode(x0))  # images, as usual
+
+    def check_noise(self, noise: Tensor) -> Tensor:
+        """x_T as a float (N, *space_shape) batch on the model's device."""
         if not isinstance(noise, Tensor) or not noise.is_floating_point():
             raise ValueError(f"noise must be a float tensor, got {getattr(noise, 'dtype', type(noise))}")
-        if noise.ndim != len(self.sample_shape) + 1 or tuple(noise.shape[1:]) != self.sample_shape:
-            wanted = ", ".join(map(str, self.sample_shape))
+        if noise.ndim != len(self.space_shape) + 1 or tuple(noise.shape[1:]) != self.space_shape:
+            wanted = ", ".join(map(str, self.space_shape))
             raise ValueError(f"noise has shape {tuple(noise.shape)}; this model needs (N, {wanted})")
         return noise.to(self.device)
 
@@ -239,14 +276,27 @@ def _count(n: int | None, noise: Tensor | None) -> int:
     return len(noise)
 
 
-def build_model(spec: ModelSpec, net: nn.Module | None = None, *, step: int = 0) -> DiffusionModel:
-    """The model ``spec`` describes around ``net`` (default: a new, untrained network — a baseline)."""
+def build_model(
+    spec: ModelSpec, net: nn.Module | None = None, *, step: int = 0, codec: LatentCodec | None = None
+) -> DiffusionModel:
+    """The model ``spec`` describes around ``net`` (default: a new, untrained network — a baseline); a
+    latent model's ``codec`` is read from its autoencoder run unless given."""
+    if codec is None and spec.latent is not None:
+        codec = load_codec(spec.latent)
     return DiffusionModel(
         net=build_net(spec.net) if net is None else net,
         spec=spec,
         schedule=make_schedule(spec.schedule, spec.num_steps),
         step=step,
+        codec=codec,
     )
+
+
+def load_codec(latent: LatentConfig) -> LatentCodec:
+    """The frozen autoencoder (EMA weights) and latent normalisation a latent run names: the checkpoint of
+    its autoencoder run with the recorded weights (the newest when none is recorded yet)."""
+    checkpoint = autoencoder_checkpoint(latent.autoencoder, latent.autoencoder_sha256)
+    return LatentCodec.from_checkpoint(checkpoint, read_checkpoint_meta(checkpoint), read_weights(checkpoint))
 
 
 def load(path: str | Path, *, weights: str = "ema", device: str | torch.device = "cpu") -> DiffusionModel:
@@ -266,6 +316,8 @@ def from_checkpoint(
     model = build_model(spec, step=meta["step"])
     model.net.load_state_dict(read_weights(checkpoint, "ema" if weights == "ema" else "model"))
     model.net.to(device).eval()
+    if model.codec is not None:
+        model.codec.to(device)
     return model
 
 

@@ -15,6 +15,7 @@ One checkpoint folder::
     ema.safetensors        EMA weights
     optimizer.safetensors  AdamW moments (read and written by :mod:`ddpm.train.checkpoint`)
     meta.json              step, config, data fingerprint, EMA updates, counters, optimizer hyperparameters
+                           (an autoencoder run's: also ``latent_stats``, its latents' per-channel mean, std)
     manifest.json          sha256 of each file above, written last
 
 This module reads; :mod:`ddpm.train.checkpoint` writes (atomically) with the names defined here. It
@@ -197,6 +198,53 @@ def resolve_checkpoint(path: str | Path, warn: Callable[[str], Any] = print) -> 
             raise CheckpointError(f"run directory {path} has no complete checkpoint yet")
         return run, found
     raise CheckpointError(f"{str(path)!r} is neither a run directory nor a checkpoint folder")
+
+
+def weights_sha256(checkpoint: str | Path, which: str = "ema") -> str:
+    """sha256 of the ``model`` (raw) or ``ema`` weights of a checkpoint folder, as its manifest records
+    it (verify the folder first): what a latent run records of the autoencoder it was trained on."""
+    manifest = json.loads((Path(checkpoint) / MANIFEST).read_text("ascii"))
+    return manifest[f"{which}.safetensors"]
+
+
+def checkpoint_with_weights(run: RunDir, sha256: str, which: str = "ema") -> Path | None:
+    """The newest verified checkpoint of ``run`` whose ``which`` weights have ``sha256``, or None: how a run
+    built on another (a latent run on its autoencoder) finds the exact weights it was trained with."""
+    for checkpoint in reversed(run.checkpoints()):
+        try:
+            verify_checkpoint(checkpoint)
+        except CheckpointError:
+            continue
+        if weights_sha256(checkpoint, which) == sha256:
+            return checkpoint
+    return None
+
+
+def autoencoder_checkpoint(path: str | Path, sha256: str = "") -> Path:
+    """The verified checkpoint of autoencoder run ``path`` whose EMA weights have ``sha256`` (the newest
+    one when ``sha256`` is ""). Raises CheckpointError in one line when ``path`` is missing, is not an
+    autoencoder run (``ddpm train --kind autoencoder``), or no longer holds those weights."""
+    run = RunDir(path)
+    if not run.path.is_dir():
+        raise CheckpointError(f"autoencoder run {str(path)!r} does not exist; train one with "
+                              "ddpm train --kind autoencoder")  # fmt: skip
+    kind = run.config_dict().get("model", {}).get("kind", "unet") if run.config_path.is_file() else None
+    if kind != "autoencoder":
+        what = "holds no run (no config.toml)" if kind is None else f"is a run of model.kind = {kind!r}"
+        raise CheckpointError(f"{str(path)!r} {what}, not an autoencoder run; give a run of "
+                              "ddpm train --kind autoencoder")  # fmt: skip
+    if not sha256:
+        found = run.latest_checkpoint()
+        if found is None:
+            raise CheckpointError(f"autoencoder run {str(path)!r} has no complete checkpoint yet")
+        return found
+    found = checkpoint_with_weights(run, sha256)
+    if found is not None:
+        return found
+    raise CheckpointError(
+        f"autoencoder run {str(path)!r} has changed: none of its checkpoints holds the weights (sha256 "
+        f"{sha256[:12]}…) the latent run was trained on; train the latent run again on it"
+    )
 
 
 def checkpoint_step(path: str | Path) -> int:

@@ -127,6 +127,9 @@ def likelihood_of_path(
     model = opened.model
     if model.kind != "images":
         raise UsageError(f"--nll measures bits/dim of 8-bit images; {str(path)!r} is a model of 2-D points")
+    if model.codec is not None:
+        raise UsageError(f"--nll measures bits/dim of 8-bit images; {str(path)!r} is a latent diffusion run, "
+                         "whose bound would be of its latents (not available)")  # fmt: skip
     if variance is not None and model.spec.learned_variance:
         raise UsageError(f"--nll-variance applies to fixed variances; {str(path)!r} learned its own")
     run_data = opened.data_section(data)  # a diffusers folder has none of its own: --data required

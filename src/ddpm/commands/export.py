@@ -68,6 +68,9 @@ def export_run(
     out = Path(out_dir)
     check_out_dir(out, Path(path), overwrite)
     model = open_run(path, weights=weights, device="cpu").model
+    if model.codec is not None:
+        raise UsageError(f"{str(path)!r} is a latent diffusion run; exporting one to diffusers is not "
+                         "supported yet (its U-Net alone would denoise latents, not images)")  # fmt: skip
     try:
         check_exportable(model)
     except ValueError as err:

@@ -1,5 +1,6 @@
 """`ddpm train`: build the run's config from its layers and train it, relaunching under torchrun for
-``--nproc N > 1``."""
+``--nproc N > 1``. ``--kind autoencoder`` trains latent diffusion's first stage; ``--latent AE_RUN`` a
+diffusion model on that autoencoder's latents (Rombach et al. 2022)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import argparse
 import os
 from pathlib import Path
 
+from ddpm.configio import ConfigError
 from ddpm.rundir import RunDir
 from ddpm.train.config import TrainConfig
 from ddpm.train.config_layers import build_train_config, parse_duration
@@ -20,14 +22,21 @@ from ddpm.train.distributed import (
 from ddpm.train.run import train
 
 
-def default_run_dir(data: str) -> str:
-    """``runs/<data set>``: where a run goes without ``--out``."""
-    return str(Path("runs") / data.split(":", 1)[0])
+def default_run_dir(data: str, kind: str = "diffusion") -> str:
+    """``runs/<data set>`` (``runs/<data set>-autoencoder``, ``runs/<data set>-latent``): where a run goes
+    without ``--out``."""
+    name = data.split(":", 1)[0]
+    return str(Path("runs") / (name if kind == "diffusion" else f"{name}-{kind}"))
 
 
 def config_from_args(args: argparse.Namespace, out: str) -> TrainConfig:
     """The run's config: preset (or the run being resumed) ← --config ← --set ← flags."""
+    latent = getattr(args, "latent", None)
+    if latent is not None and getattr(args, "kind", None) == "autoencoder":
+        raise ConfigError("--latent trains a diffusion model on an autoencoder's latents; it cannot be "
+                          "combined with --kind autoencoder")  # fmt: skip
     flags = {
+        "latent.autoencoder": latent,
         "run.steps": args.steps,
         "run.batch_size": args.batch_size,
         "run.seed": args.seed,
@@ -38,12 +47,20 @@ def config_from_args(args: argparse.Namespace, out: str) -> TrainConfig:
     return build_train_config(
         args.data, preset=args.preset, config_file=args.config, overrides=args.set or (), flags=flags,
         data_root=args.data_root, resume_dir=out if args.resume else None,
+        kind=run_kind(args),
     )  # fmt: skip
+
+
+def run_kind(args: argparse.Namespace) -> str:
+    """``diffusion``, ``autoencoder`` (--kind autoencoder) or ``latent`` (--latent AE_RUN)."""
+    if getattr(args, "latent", None) is not None:
+        return "latent"
+    return getattr(args, "kind", None) or "diffusion"
 
 
 def run(args: argparse.Namespace) -> int:
     """``ddpm train``: train (possibly as one of several processes) and say where the samples are."""
-    out = args.out or default_run_dir(args.data)
+    out = args.out or default_run_dir(args.data, run_kind(args))
     config = config_from_args(args, out)
     if args.nproc is not None:
         check_nproc(args.nproc)

@@ -1,6 +1,10 @@
 """Training configuration: frozen dataclasses, one comment per field, TOML in and out.
 
-A run is described by :class:`TrainConfig`; a preset is a named TrainConfig, nothing more.
+A run is described by :class:`TrainConfig`; a preset is a named TrainConfig, nothing more. A diffusion
+run's ``model`` is a denoiser (``kind = "unet"`` or ``"mlp"``); latent diffusion's first stage is a run of
+its own whose model is an autoencoder (``kind = "autoencoder"``, trained with ``[autoencoder_loss]``), and
+a diffusion run on its latents names it in ``[latent]`` (Rombach et al. 2022). Tables that do not apply
+to a run are left out of its config.toml, so pixel runs' configs read as they always did.
 """
 
 from __future__ import annotations
@@ -14,8 +18,14 @@ from ddpm.configio import ConfigError, coerce, from_dict, to_dict
 from ddpm.diffusion.eps_scaling import check_eps_scale
 from ddpm.diffusion.samplers import spacings_for
 from ddpm.model import NET_KINDS, ModelSpec, NetConfig
-from ddpm.nets import MLPConfig, UNetConfig
+from ddpm.nets import AutoencoderConfig, MLPConfig, UNetConfig
+from ddpm.nets.latent_codec import LatentConfig
+from ddpm.train.autoencoder_loss import AutoencoderLossConfig
 from ddpm.train.distributed import batch_plan
+
+# config.toml's model.kind → its config: the denoisers a DiffusionModel holds, and latent diffusion's
+# first stage, which a run of its own trains (ddpm train --kind autoencoder)
+MODEL_KINDS: dict[str, type] = {**NET_KINDS, "autoencoder": AutoencoderConfig}
 
 
 @dataclass(frozen=True)
@@ -185,10 +195,13 @@ class RunConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)  # what to learn
-    model: NetConfig = field(default_factory=UNetConfig)  # the denoiser network
+    model: NetConfig | AutoencoderConfig = field(default_factory=UNetConfig)  # the network trained
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)  # forward process and objective
     optim: OptimConfig = field(default_factory=OptimConfig)  # optimizer, schedule, EMA
     run: RunConfig = field(default_factory=RunConfig)  # length, logging, checkpoints, device
+    latent: LatentConfig = field(default_factory=LatentConfig)  # diffusion on an autoencoder's latents
+    # the autoencoder's objective (model.kind = "autoencoder" only)
+    autoencoder_loss: AutoencoderLossConfig = field(default_factory=AutoencoderLossConfig)
 
     def __post_init__(self) -> None:
         if self.diffusion.learn_variance and isinstance(self.model, MLPConfig):
@@ -196,28 +209,76 @@ class TrainConfig:
                 'diffusion.learn_variance is not supported for model.kind = "mlp" (2-D points) yet; '
                 "learned variances need the U-Net (images)"
             )
+        if self.is_autoencoder:
+            _check_autoencoder_run(self)
+        elif self.latent.autoencoder and isinstance(self.model, MLPConfig):
+            raise ConfigError('latent.autoencoder needs model.kind = "unet": latents are images, not points')
+
+    @property
+    def is_autoencoder(self) -> bool:
+        """Whether this run trains latent diffusion's first stage rather than a diffusion model."""
+        return isinstance(self.model, AutoencoderConfig)
 
 
-def model_kind(model: NetConfig) -> str:
-    return "mlp" if isinstance(model, MLPConfig) else "unet"
+def _check_autoencoder_run(config: TrainConfig) -> None:
+    """What an autoencoder run cannot take: a latent space of its own, labels, evaluation, the GAN (yet)."""
+    if config.latent.autoencoder:
+        raise ConfigError("latent.autoencoder names the autoencoder a diffusion run models; an autoencoder "
+                          "run cannot have one (leave --latent out with --kind autoencoder)")  # fmt: skip
+    if config.data.class_conditional:
+        raise ConfigError("data.class_conditional applies to diffusion runs; an autoencoder is unconditional")
+    if config.run.eval_every:
+        raise ConfigError("run.eval_every applies to diffusion runs; an autoencoder run's previews show its "
+                          "reconstructions (set run.eval_every = 0)")  # fmt: skip
+    if config.autoencoder_loss.disc_weight:
+        raise ConfigError("autoencoder_loss.disc_weight > 0 (the patch GAN) is not trained by ddpm train "
+                          "yet; leave it at 0 (L1 + KL)")  # fmt: skip
+
+
+def model_kind(model: NetConfig | AutoencoderConfig) -> str:
+    return next(kind for kind, cls in MODEL_KINDS.items() if isinstance(model, cls))
 
 
 def config_to_dict(config: TrainConfig) -> dict[str, Any]:
-    """Nested dict for TOML; the model table carries ``kind``."""
+    """Nested dict for TOML; the model table carries ``kind``. Only the tables that apply to the run:
+    ``diffusion`` or ``autoencoder_loss``, and ``latent`` for a latent diffusion run."""
     data = to_dict(config)
     data["model"] = {"kind": model_kind(config.model), **data["model"]}
+    del data["diffusion" if config.is_autoencoder else "autoencoder_loss"]
+    if not config.latent.autoencoder:
+        del data["latent"]
     return data
 
 
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:
-    """Inverse of :func:`config_to_dict`; unknown keys, wrong types and bad values raise ConfigError."""
+    """Inverse of :func:`config_to_dict`; unknown keys, wrong types and bad values raise ConfigError.
+
+    An autoencoder's model table may give ``downsample_factor`` (f = 2, 4, 8, …) instead of spelling out
+    ``block_out_channels``: the preset's levels are cut or extended (repeating the last width) to fit f.
+    """
     data = dict(data)
     model = dict(data.pop("model", {}))
     kind = model.pop("kind", "unet")
-    if kind not in NET_KINDS:
-        raise ConfigError(f"model.kind={kind!r} is not allowed; choose one of {', '.join(NET_KINDS)}")
+    if kind not in MODEL_KINDS:
+        raise ConfigError(f"model.kind={kind!r} is not allowed; choose one of {', '.join(MODEL_KINDS)}")
+    factor = model.pop("downsample_factor", None) if kind == "autoencoder" else None
     config = from_dict(TrainConfig, {k: v for k, v in data.items()})
-    return dataclasses.replace(config, model=coerce(NET_KINDS[kind], model, "model"))
+    net = coerce(MODEL_KINDS[kind], model, "model")
+    if factor is not None:
+        net = with_downsample_factor(net, factor)
+    return dataclasses.replace(config, model=net)
+
+
+def with_downsample_factor(config: AutoencoderConfig, factor: Any) -> AutoencoderConfig:
+    """``config`` with log2(f) + 1 levels: its block_out_channels cut, or extended by their last width."""
+    if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1 or factor & (factor - 1):
+        raise ConfigError(
+            f"model.downsample_factor={factor!r} is not allowed; choose a power of two: 1, 2, 4, 8, …"
+        )
+    levels = factor.bit_length()  # f = 2^(levels − 1)
+    channels = config.block_out_channels
+    channels = channels[:levels] + (channels[-1],) * (levels - len(channels))
+    return dataclasses.replace(config, block_out_channels=channels)
 
 
 def model_spec(config: TrainConfig, sample_shape: tuple[int, ...], kind: str) -> ModelSpec:

@@ -36,18 +36,20 @@ def build_train_config(
     flags: Mapping[str, Any] | None = None,
     data_root: str | None = None,
     resume_dir: str | Path | None = None,
+    kind: str = "diffusion",
 ) -> TrainConfig:
     """The config of a run, each layer overriding the one before it.
 
-    The base is ``preset`` (default: the preset of ``data``), or, when resuming ``resume_dir`` without a
-    preset named, that run's stored config. Then the TOML ``config_file``, the ``--set KEY=VALUE``
+    The base is ``preset`` (default: the preset of ``data`` for the ``kind`` of run: ``diffusion``,
+    ``autoencoder`` or ``latent``), or, when resuming ``resume_dir`` without a preset named, that run's
+    stored config. Then the TOML ``config_file``, the ``--set KEY=VALUE``
     ``overrides`` and the ``flags`` (dotted keys such as ``"run.steps"``; None values are not given).
     """
     stored = None if resume_dir is None else RunDir(resume_dir).config_path
     if stored is not None and stored.is_file() and not preset:
         layers = read_toml(stored)  # a resumed run keeps its own config unless told otherwise
     else:
-        layers = config_to_dict(with_data(get_preset(preset or preset_for_data(data)), data))
+        layers = config_to_dict(with_data(get_preset(preset or preset_for_data(data, kind)), data))
         if data_root:
             layers["data"]["root"] = data_root
     if config_file:

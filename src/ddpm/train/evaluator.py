@@ -19,7 +19,9 @@ class TrainingEvaluator:
     def __init__(self, config: TrainConfig, dataset: Dataset) -> None:
         self.config = config
         self.kind = dataset.kind
-        self.sample_shape = tuple(dataset.sample_shape)
+        # a latent run's samples are images of its data's shape, not the latents it trains on
+        self.sample_shape = tuple(getattr(dataset, "image_shape", dataset.sample_shape))
+        self.codec = getattr(dataset, "codec", None)
         self.n = min(config.run.eval_samples, len(load_data(config, split="test")))
         data = config.data
         self.evaluation = prepare(
@@ -33,7 +35,7 @@ class TrainingEvaluator:
 
     def __call__(self, step: int, net: nn.Module) -> tuple[dict[str, float], float]:
         config = self.config
-        model = build_model(model_spec(config, self.sample_shape, self.kind), net)
+        model = build_model(model_spec(config, self.sample_shape, self.kind), net, codec=self.codec)
         labels = None if model.num_classes is None else torch.arange(self.n) % model.num_classes
         samples = model.sample(
             self.n,

@@ -18,8 +18,6 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ddpm.data import Dataset
-from ddpm.diffusion import NoiseSchedule, make_schedule
-from ddpm.diffusion.losses import DiffusionLoss
 from ddpm.diffusion.timestep_sampler import LossSecondMomentResampler
 from ddpm.nets import build_net
 from ddpm.rundir import RunDir
@@ -44,10 +42,9 @@ from ddpm.train.distributed import (
 )
 from ddpm.train.distributed import resolve_device as resolve_device  # re-exported
 from ddpm.train.ema import EMA
-from ddpm.train.objective import build_loss, build_timestep_sampler
+from ddpm.train.objective import AutoencoderObjective, DiffusionObjective, build_objective
 from ddpm.train.progress import Progress
 from ddpm.train.signals import StopRequests
-from ddpm.train.step import accumulate_gradients, draw_step, record_losses
 
 
 class NonFiniteTrainingError(RuntimeError):
@@ -134,9 +131,7 @@ class _Training:
     ema: EMA | None  # rank 0 only
     optimizer: torch.optim.AdamW
     scaler: torch.amp.GradScaler | None  # fp16 only
-    schedule: NoiseSchedule
-    loss_fn: DiffusionLoss  # or HybridLoss / VLBLoss (diffusion.loss)
-    timestep_sampler: LossSecondMomentResampler | None  # importance-sampled t (L_vlb); None: uniform
+    objective: DiffusionObjective | AutoencoderObjective  # one step's gradients; extra checkpoint meta
     order: EpochOrder
     progress: Progress
     started: float  # perf_counter at the start of this invocation
@@ -173,20 +168,18 @@ def _setup(
     ema = EMA(model, config.optim.ema_decay, config.optim.ema_warmup) if ctx.is_main else None
     optimizer = build_optimizer(model, config, device)
     scaler = grad_scaler(precision, device)  # fp16 only
-    schedule = make_schedule(config.diffusion.schedule, config.diffusion.num_steps)
-    loss_fn = build_loss(config.diffusion, schedule, dataset.kind)
-    timestep_sampler = build_timestep_sampler(config.diffusion)
+    objective = build_objective(config, dataset)
     order = EpochOrder(len(dataset), run.batch_size, run.seed)
     step, counters = 0, {}
     if resume_from is not None:
-        step, counters = _restore(resume_from, model, ema, optimizer, scaler, timestep_sampler)
+        step, counters = _restore(resume_from, model, ema, optimizer, scaler, objective.timestep_sampler)
     # DDP averages gradients over ranks during backward (and checks that the ranks' weights agree).
     device_ids = [device.index] if device.type == "cuda" else None
     net = DistributedDataParallel(model, device_ids=device_ids) if ctx.distributed else model
     progress = Progress(total=run.steps, initial=step, batch_size=run.batch_size, enabled=ctx.is_main)
     return _Training(
-        config, dataset, run_dir, ctx, plan, precision, model, net, ema, optimizer, scaler, schedule,
-        loss_fn, timestep_sampler, order, progress, started, step,
+        config, dataset, run_dir, ctx, plan, precision, model, net, ema, optimizer, scaler, objective,
+        order, progress, started, step,
         interval_loss=torch.tensor(counters.get("interval_loss_sum", 0.0), device=device),
         interval_steps=counters.get("interval_steps", 0),
         interval_start=time.perf_counter(),
@@ -226,15 +219,7 @@ def _train_step(t: _Training) -> torch.Tensor:
     config = t.config
     for group in t.optimizer.param_groups:
         group["lr"] = config.optim.lr * lr_factor(t.step, config)
-    draws = draw_step(config, t.order, t.step, t.dataset, t.schedule.num_steps, t.ctx.device,
-                      t.timestep_sampler)  # the global batch  # fmt: skip
-    t.optimizer.zero_grad(set_to_none=True)
-    losses = None if t.timestep_sampler is None else torch.zeros(len(draws.t), device=t.ctx.device)
-    loss = accumulate_gradients(
-        t.net, t.loss_fn, t.dataset, draws, config, t.step, t.plan, t.ctx, t.precision, t.scaler, losses
-    )
-    if t.timestep_sampler is not None:
-        record_losses(t.timestep_sampler, draws, losses, t.ctx)
+    loss = t.objective.gradients(t)  # this rank's mean loss, gradients in .grad
     loss = all_sum(loss, t.ctx) / t.ctx.world_size  # mean over the global batch, the same on every rank
     if t.scaler is not None:
         t.scaler.unscale_(t.optimizer)  # clip and check the true gradients
@@ -330,6 +315,7 @@ def _save(t: _Training, at_step: int) -> None:
     if not t.ctx.is_main:
         return
     model_state, ema_state = t.model.state_dict(), t.ema.model.state_dict()
+    sampler = t.objective.timestep_sampler
     assert_finite(model_state, "model weights")
     assert_finite(ema_state, "EMA weights")
     assert_finite(_optimizer_tensors(t.optimizer), "optimizer state")
@@ -339,11 +325,12 @@ def _save(t: _Training, at_step: int) -> None:
         model=model_state,
         ema=ema_state,
         optimizer=t.optimizer.state_dict(),
-        timestep_sampler=None if t.timestep_sampler is None else t.timestep_sampler.state_dict(),
+        timestep_sampler=None if sampler is None else sampler.state_dict(),
         meta={
             "config": config_to_dict(t.config),
             "data_fingerprint": t.dataset.fingerprint,
-            "sample_shape": list(t.dataset.sample_shape),
+            # a latent run's samples are its decoded images, not the latents it trains on
+            "sample_shape": list(getattr(t.dataset, "image_shape", t.dataset.sample_shape)),
             "kind": t.dataset.kind,
             "ema_updates": t.ema.num_updates,
             "counters": {
@@ -357,6 +344,7 @@ def _save(t: _Training, at_step: int) -> None:
             "grad_scaler": None if t.scaler is None else t.scaler.state_dict(),
             "world_size": t.ctx.world_size,
             "grad_accum_steps": t.plan.accum_steps,
+            **t.objective.checkpoint_meta(t),
         },
         keep_last=t.config.run.keep_last,
     )

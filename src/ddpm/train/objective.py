@@ -1,12 +1,27 @@
 """The training objective a config names: L_simple (eq. 14), L_hybrid or L_vlb (Nichol & Dhariwal 2021),
-and for L_vlb the importance sampler of t that the loop holds (eq. 18)."""
+and for L_vlb the importance sampler of t that the loop holds (eq. 18); or, for an autoencoder run, latent
+diffusion's first-stage loss (Rombach et al. 2022). The loop asks an objective for one step's gradients
+and for what its checkpoints record beyond the weights; everything else (optimizer, EMA, checkpoints,
+resuming, logging, DDP) is the same loop for both.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ddpm.data import Dataset
+from ddpm.diffusion import make_schedule
 from ddpm.diffusion.losses import DiffusionLoss, HybridLoss, VLBLoss
 from ddpm.diffusion.schedules import NoiseSchedule
 from ddpm.diffusion.timestep_sampler import LossSecondMomentResampler
-from ddpm.train.config import DiffusionConfig
+from ddpm.train.autoencoder_loss import AutoencoderLoss
+from ddpm.train.autoencoder_step import autoencoder_gradients, latent_stats_meta
+from ddpm.train.config import DiffusionConfig, TrainConfig
+from ddpm.train.step import accumulate_gradients, draw_step, record_losses
 
 # L_0's decoder per kind of data: 8-bit images are discrete (Ho et al. eq. 13); points are not.
 DECODER_FOR_KIND = {"images": "discretized", "points": "continuous"}
@@ -32,3 +47,56 @@ def build_loss(diffusion: DiffusionConfig, schedule: NoiseSchedule, kind: str) -
 def build_timestep_sampler(diffusion: DiffusionConfig) -> LossSecondMomentResampler | None:
     """The importance sampler of t for ``importance_sampling`` (L_vlb only), else None (t uniform)."""
     return LossSecondMomentResampler(diffusion.num_steps) if diffusion.importance_sampling else None
+
+
+@dataclass
+class DiffusionObjective:
+    """Algorithm 1 over the loop's global batch (see :mod:`ddpm.train.step`)."""
+
+    schedule: NoiseSchedule
+    loss_fn: DiffusionLoss  # or HybridLoss / VLBLoss
+    timestep_sampler: LossSecondMomentResampler | None  # importance-sampled t (L_vlb); None: uniform
+
+    def gradients(self, t: Any) -> Tensor:
+        """Zero the gradients, then accumulate this rank's shards of step ``t.step`` (a loop's state)."""
+        draws = draw_step(t.config, t.order, t.step, t.dataset, self.schedule.num_steps, t.ctx.device,
+                          self.timestep_sampler)  # the global batch  # fmt: skip
+        t.optimizer.zero_grad(set_to_none=True)
+        losses = None if self.timestep_sampler is None else torch.zeros(len(draws.t), device=t.ctx.device)
+        loss = accumulate_gradients(t.net, self.loss_fn, t.dataset, draws, t.config, t.step, t.plan, t.ctx,
+                                    t.precision, t.scaler, losses)  # fmt: skip
+        if self.timestep_sampler is not None:
+            record_losses(self.timestep_sampler, draws, losses, t.ctx)
+        return loss
+
+    def checkpoint_meta(self, t: Any) -> dict[str, Any]:
+        return {}
+
+
+@dataclass
+class AutoencoderObjective:
+    """L_rec + KL of latent diffusion's first stage (see :mod:`ddpm.train.autoencoder_step`)."""
+
+    loss_fn: AutoencoderLoss
+    timestep_sampler: None = None
+
+    def gradients(self, t: Any) -> Tensor:
+        t.optimizer.zero_grad(set_to_none=True)
+        return autoencoder_gradients(t.net, self.loss_fn, t.dataset, t.order, t.config, t.step, t.plan, t.ctx,
+                                     t.precision, t.scaler)  # fmt: skip
+
+    def checkpoint_meta(self, t: Any) -> dict[str, Any]:
+        """The latent normalisation of the EMA weights being saved (what latent runs divide by)."""
+        return {"latent_stats": latent_stats_meta(t.ema.model, t.dataset, t.config)}
+
+
+def build_objective(config: TrainConfig, dataset: Dataset) -> DiffusionObjective | AutoencoderObjective:
+    """The objective of ``config``'s run on ``dataset``."""
+    if config.is_autoencoder:
+        return AutoencoderObjective(AutoencoderLoss(config.autoencoder_loss))
+    schedule = make_schedule(config.diffusion.schedule, config.diffusion.num_steps)
+    return DiffusionObjective(
+        schedule,
+        build_loss(config.diffusion, schedule, dataset.kind),
+        build_timestep_sampler(config.diffusion),
+    )

@@ -1,7 +1,8 @@
 """A training run on disk: check the run directory, resolve the config against the data, train.
 
 Nothing is written before every input has been checked: a bad config, a missing data set or an
-existing run without --resume/--overwrite leaves the disk untouched.
+existing run without --resume/--overwrite leaves the disk untouched; so does a latent run's autoencoder
+run that is missing, is no autoencoder run, has changed since, or does not fit the data.
 
 Under torchrun (several processes) rank 0 alone loads the data first (downloads, caches), checks and
 writes the run directory; the other ranks then load the same data and resume from the checkpoint
@@ -16,16 +17,19 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ddpm.configio import ConfigError, dumps_toml
 from ddpm.data import Dataset
 from ddpm.data.folder import report_skipped
-from ddpm.nets import MLPConfig
+from ddpm.nets import AutoencoderConfig, MLPConfig
 from ddpm.rundir import RunDir, checkpoint_step, verify_checkpoint
 from ddpm.safe_files import atomic_write_text
 from ddpm.train.config import TrainConfig, config_from_dict, config_to_dict
 from ddpm.train.distributed import DistContext, batch_plan, distributed_session, share_from_main
+from ddpm.train.latent_data import latent_training_data
 from ddpm.train.loop import TrainResult, train_loop
-from ddpm.train.previews import Previews
+from ddpm.train.previews import Previews, ReconstructionPreviews
 from ddpm.train.run_data import load_data
 from ddpm.train.signals import StopRequests
 
@@ -43,8 +47,11 @@ RESUMABLE_CHANGES = {
 
 
 def resolve_for_data(config: TrainConfig, dataset: Dataset) -> TrainConfig:
-    """Fit the network to the data: channels and size for images, dimension for points, classes."""
+    """Fit the network to the data: channels and size for images, dimension for points, classes (a latent
+    run's data are its latents)."""
     model = config.model
+    if isinstance(model, AutoencoderConfig):
+        return dataclasses.replace(config, model=_fit_autoencoder(model, config, dataset))
     num_classes = None
     if config.data.class_conditional:
         if dataset.num_classes is None:
@@ -73,6 +80,22 @@ def resolve_for_data(config: TrainConfig, dataset: Dataset) -> TrainConfig:
                 f"model does not fit data {config.data.spec!r} of shape {tuple(dataset.sample_shape)}: {err}"
             ) from None
     return dataclasses.replace(config, model=model)
+
+
+def _fit_autoencoder(model: AutoencoderConfig, config: TrainConfig, dataset: Dataset) -> AutoencoderConfig:
+    """The autoencoder's input channels and image size from the data (images only)."""
+    if dataset.kind != "images":
+        raise ConfigError(f"data {config.data.spec!r} is 2-D points; an autoencoder run needs images")
+    channels, height, width = dataset.sample_shape
+    if height != width:
+        raise ConfigError(f"data {config.data.spec!r} has {height}×{width} images; an autoencoder run needs "
+                          "square images (set data.image_size)")  # fmt: skip
+    try:
+        return dataclasses.replace(model, in_channels=channels, image_size=height)
+    except ValueError as err:
+        raise ConfigError(
+            f"model does not fit data {config.data.spec!r} of shape {tuple(dataset.sample_shape)}: {err}"
+        ) from None
 
 
 def changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
@@ -115,7 +138,7 @@ def train(
 
         def prepare() -> str:
             prepared["dataset"], prepared["config"], checkpoint = _prepare(
-                config, run_dir, resume=resume, overwrite=overwrite, force=force, log=log
+                config, run_dir, resume=resume, overwrite=overwrite, force=force, log=log, device=ctx.device
             )
             prepared["checkpoint"] = checkpoint
             shared = {"checkpoint": "" if checkpoint is None else str(checkpoint)}
@@ -126,7 +149,8 @@ def train(
             dataset, config, checkpoint = prepared["dataset"], prepared["config"], prepared["checkpoint"]
         else:
             dataset, config, checkpoint = _join(config, run_dir, shared, ctx)
-        previews = Previews(config, dataset, run_dir) if ctx.is_main else None
+        make_previews = ReconstructionPreviews if config.is_autoencoder else Previews
+        previews = make_previews(config, dataset, run_dir) if ctx.is_main else None
         evaluate = None
         if config.run.eval_every and ctx.is_main:
             from ddpm.train.evaluator import TrainingEvaluator
@@ -144,6 +168,8 @@ def _join(
 ) -> tuple[Dataset, TrainConfig, Path | None]:
     """A rank other than 0: the same data as rank 0 and the checkpoint it resumes from."""
     dataset = load_data(config)
+    if config.latent.autoencoder:  # rank 0 has checked it; the same encodings here
+        dataset, config = latent_training_data(config, dataset, ctx.device, log=lambda _: None)
     if dataset.fingerprint != shared["fingerprint"]:
         raise ConfigError(
             f"rank {ctx.rank} loaded different data for {config.data.spec!r} than rank 0 (fingerprints "
@@ -159,7 +185,14 @@ def _join(
 
 
 def _prepare(
-    config: TrainConfig, run_dir: Path, *, resume: bool, overwrite: bool, force: bool, log: Any
+    config: TrainConfig,
+    run_dir: Path,
+    *,
+    resume: bool,
+    overwrite: bool,
+    force: bool,
+    log: Any,
+    device: torch.device,
 ) -> tuple[Dataset, TrainConfig, Path | None]:
     """Rank 0 (or the only process): load the data, check and write the run directory."""
     if run_dir.exists() and not run_dir.is_dir():
@@ -173,6 +206,8 @@ def _prepare(
         )
     dataset = load_data(config)
     report_skipped(dataset, strict=config.data.strict, log=log)  # each passed-over file, once
+    if config.latent.autoencoder:  # checks the autoencoder run, records its weights' sha256, encodes
+        dataset, config = latent_training_data(config, dataset, device, log=log)
     config = resolve_for_data(config, dataset)
     checkpoint = _resume_point(run, config, dataset, force=force, log=log) if resume and existing else None
     if overwrite and existing:

@@ -10,6 +10,10 @@ Importance-sampled t for L_vlb (Nichol & Dhariwal eq. 18) comes from the loop's 
 ``LossSecondMomentResampler``: its draw replaces the uniform one (the same ``randint`` call until it has
 warmed up), each loss is weighted by 1/(T p_t), and every rank records the same unweighted losses of the
 whole global batch, so every rank draws the same t at the next step.
+
+A latent run (:class:`ddpm.train.latent_data.LatentData`) draws one more tensor, last: the ε of each
+latent's posterior sample z = mean + std · ε (Rombach et al. 2022 train on posterior samples); its flips
+pick the encoding of the mirrored image, since flipping a latent is not encoding a flipped image.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from ddpm.diffusion.timestep_sampler import LossSecondMomentResampler
 from ddpm.train.config import TrainConfig
 from ddpm.train.data_order import EpochOrder, mix_seed
 from ddpm.train.distributed import BatchPlan, DistContext, all_sum, autocast
+from ddpm.train.latent_data import LatentData
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,7 @@ class StepDraws:
     drop_label: Tensor | None  # (B,) bool: replace the label by "no label" (classifier-free guidance)
     flip: Tensor | None  # (B,) bool: horizontal flip
     t_weight: Tensor | None = None  # (B,) 1/(T p_t) of importance-sampled t; None: uniform t, weight 1
+    posterior_noise: Tensor | None = None  # (B, c, h, w) ε of a latent run's posterior samples; else None
 
 
 def draw_step(
@@ -66,7 +72,23 @@ def draw_step(
     else:  # before warm-up the same randint call, and weights 1
         t, t_weight = timestep_sampler.sample(batch, device, generator)
     noise = torch.randn((batch, *dataset.sample_shape), generator=generator, device=device)
-    return StepDraws(index, t, noise, drop_label, flip, t_weight)
+    posterior_noise = None
+    if isinstance(dataset, LatentData):  # drawn last: a pixel run's draws stay what they always were
+        posterior_noise = torch.randn((batch, *dataset.sample_shape), generator=generator, device=device)
+    return StepDraws(index, t, noise, drop_label, flip, t_weight, posterior_noise)
+
+
+def clean_batch(
+    dataset: Dataset | LatentData, index: Tensor, device: torch.device, flip: Tensor | None = None,
+    posterior_noise: Tensor | None = None,
+) -> Tensor:  # fmt: skip
+    """x₀ of rows ``index`` in [-1, 1] (a latent run's: its latents), mirrored where ``flip`` is True."""
+    if isinstance(dataset, LatentData):
+        return dataset.batch(index, device, flip=flip, noise=posterior_noise)
+    x0 = dataset.batch(index, device=device)  # (b, …)
+    if flip is not None:
+        x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
+    return x0
 
 
 def record_losses(
@@ -114,13 +136,12 @@ def accumulate_gradients(
         part = plan.shard(shard)
         torch.manual_seed(dropout_seed(config.run.seed, step, shard))
         index = draws.index[part]
-        x0 = dataset.batch(index, device=device)  # (b, …)
+        x0 = clean_batch(dataset, index, device, None if draws.flip is None else draws.flip[part],
+                         None if draws.posterior_noise is None else draws.posterior_noise[part])  # fmt: skip
         cond = {}
         if draws.drop_label is not None:
             labels = dataset.labels[index].to(device)
             cond["class_labels"] = torch.where(draws.drop_label[part], config.model.num_classes, labels)
-        if draws.flip is not None:
-            x0 = torch.where(draws.flip[part][:, None, None, None], x0.flip(-1), x0)
         if dataset.kind == "images":
             x0 = x0.contiguous(memory_format=torch.channels_last)
         last = position == len(shards) - 1
