@@ -45,6 +45,7 @@ from ddpm.train.ema import EMA
 from ddpm.train.objective import AutoencoderObjective, DiffusionObjective, build_objective
 from ddpm.train.progress import Progress
 from ddpm.train.signals import StopRequests
+from ddpm.train.threads import ThreadGovernor
 
 
 class NonFiniteTrainingError(RuntimeError):
@@ -96,12 +97,15 @@ def train_loop(
     checkpoint by that value is kept in ``checkpoints/best``. Under torchrun ``dist`` is this rank's
     context; ``previews`` and ``evaluate`` are then given to rank 0 only.
     """
-    started = time.perf_counter()
+    started, run = time.perf_counter(), config.run
     t = _setup(config, dataset, RunDir(run_dir), resume_from, dist, started)
+    governor = ThreadGovernor.for_run(run.num_threads, t.ctx.device, t.ctx.world_size, t.progress.write)
     stopped_early = False
     t.model.train()
     while t.step < config.run.steps:
         grad_norm = _train_step(t)
+        if governor is not None:
+            governor.tick(t.step)
         if t.step % config.run.log_every == 0 or t.step == config.run.steps:
             _log_interval(t, grad_norm)
         _periodic_actions(t, previews, evaluate)
@@ -109,6 +113,8 @@ def train_loop(
             stopped_early = True
             break
     t.progress.close()
+    if governor is not None:
+        torch.set_num_threads(governor.max_threads)  # previews and later work in this process get all
     _save(t, t.step)
     if previews is not None:
         previews(t.step, t.ema.model, final=True)
@@ -274,6 +280,7 @@ def _log_interval(t: _Training, grad_norm: torch.Tensor) -> None:
         "time_s": now - t.started,
         "epoch": t.order.epoch_of(t.step),
         "skipped_steps": t.skipped,
+        "threads": torch.get_num_threads(),
     }
     if t.ctx.is_main:
         with t.run_dir.log_path.open("a") as f:
