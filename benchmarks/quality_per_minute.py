@@ -12,6 +12,13 @@ FD_classifier, fraction labelled with confidence ≥ 0.9, class coverage. Prints
     python benchmarks/quality_per_minute.py --data mnist:../shared/data/mnist \
         --budgets 120,300,600,900 --n 500 --nfe 20
     python benchmarks/quality_per_minute.py --contenders ours --ours-set "model.attention_resolutions=[]"
+    python benchmarks/quality_per_minute.py --data digits --budgets 300 --n 297 --sets 10 --nfe 20 \
+        --contenders ours,diffusers-best,lucid-defaults,lucid-best --calibrate 60 --calibrate-threads 2 \
+        --threads 1 --parallel 2        # issue 23: budgets as steps at each one's 2-thread rate alone
+
+Contenders: ``ours``; ``diffusers`` and ``lucid`` as their examples train (the earlier rows);
+``diffusers-best`` (our preset's batch, lr, warm-up, EMA and sampler grid in diffusers' own API),
+``lucid-defaults`` (its true defaults) and ``lucid-best`` (its defaults with our batch and lr).
 """
 
 from __future__ import annotations
@@ -35,15 +42,31 @@ from ddpm.data import load_dataset
 from ddpm.eval.evaluate import Evaluation, prepare, score
 from ddpm.eval.reference import subset_index
 from ddpm.eval.samples import load_samples_npz
-from ddpm.train.presets import preset_for_data
+from ddpm.train.presets import get_preset, preset_for_data
 from ddpm.viz.grid import make_grid, to_pil
 
 WORKER = Path(__file__).with_name("qpm_worker.py")
 METRICS = ["fd", "confidence", "coverage"]
-PYTHONS = {"ours": Path(sys.executable), "diffusers": Path(sys.executable), "lucid": LUCID_PYTHON}
+PYTHONS = {
+    "ours": Path(sys.executable), "diffusers": Path(sys.executable), "diffusers-best": Path(sys.executable),
+    "lucid": LUCID_PYTHON, "lucid-defaults": LUCID_PYTHON, "lucid-best": LUCID_PYTHON,
+}  # fmt: skip
 
 
-def contender_command(name: str, args: argparse.Namespace, train_npy: Path) -> list[str]:
+def recipe_options(name: str, data: str) -> list[str]:
+    """Peers' batch and lr: their defaults (16, 1e-4), or our preset's for the ``-best`` rows (issue 23)."""
+    if not name.endswith("-best"):
+        return []
+    preset = get_preset(preset_for_data(data))
+    return [
+        "--batch", str(preset.run.batch_size), "--lr", str(preset.optim.lr),
+        "--ema-decay", str(preset.optim.ema_decay), "--spacing", preset.run.preview_spacing or "karras",
+    ]  # fmt: skip
+
+
+def contender_command(
+    name: str, args: argparse.Namespace, train_npy: Path, extra: tuple[str, ...] = ()
+) -> list[str]:
     return [
         str(PYTHONS[name]), str(WORKER), "--contender", name, "--preset", preset_for_data(args.data),
         "--data", args.data, "--train-npy", str(train_npy), "--budgets", args.budgets,
@@ -51,17 +74,45 @@ def contender_command(name: str, args: argparse.Namespace, train_npy: Path) -> l
         "--n", str(args.n * args.sets), "--diffusers-sampler", args.diffusers_sampler,
         "--seed", str(args.seed),
         *(option for assignment in args.ours_set for option in ("--set", assignment)),
+        *recipe_options(name, args.data), *extra,
     ]  # fmt: skip
+
+
+def calibrate(names: list[str], args: argparse.Namespace, train_npy: Path) -> dict[str, list[str]]:
+    """--calibrate S: each contender alone for S seconds; budgets → step marks at that rate, so the
+    long runs can share the machine (or run beside other work) without changing what they train."""
+    options = {}
+    for name in names:
+        saved = args.reuse_calibration / f"calibration_{name}.json" if args.reuse_calibration else None
+        if saved is not None and saved.is_file():  # another seed's run on this machine measured it
+            rate = json.loads(saved.read_text())
+            marks = [max(1, round(float(b) * rate["steps_per_s"])) for b in args.budgets.split(",")]
+            options[name] = ["--step-marks", ",".join(map(str, marks))]
+            continue
+        threads = str(args.calibrate_threads or args.threads)  # the later --threads wins in the worker
+        extra = ("--calibrate", str(args.calibrate), "--threads", threads)
+        command = contender_command(name, args, train_npy, extra)
+        print(f"[{name} calibration] {' '.join(command)}", flush=True)
+        out = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True).stdout
+        rate = next(json.loads(line) for line in out.splitlines() if line.startswith("{"))
+        marks = [max(1, round(float(b) * rate["steps_per_s"])) for b in args.budgets.split(",")]
+        print(f"[{name}] {rate['steps_per_s']:.2f} steps/s × batch {rate['batch']} → {marks}", flush=True)
+        (args.out / f"calibration_{name}.json").write_text(json.dumps({**rate, "step_marks": marks}))
+        options[name] = ["--step-marks", ",".join(map(str, marks))]
+    return options
 
 
 def run_contenders(names: list[str], args: argparse.Namespace, train_npy: Path) -> list[dict]:
     """Run the workers ``--parallel`` at a time (default one after the other); their JSON lines."""
+    marks = calibrate(names, args, train_npy) if args.calibrate or args.reuse_calibration else {}
+    if args.calibrate_only:
+        raise SystemExit(0)
     rows = []
     for start in range(0, len(names), args.parallel):
         group = names[start : start + args.parallel]
         processes = []
         for name in group:
-            command = contender_command(name, args, train_npy)
+            command = contender_command(name, args, train_npy, tuple(marks.get(name, ())))
             print(f"[{name}] {' '.join(command)}", flush=True)
             processes.append(subprocess.Popen(command, stdout=subprocess.PIPE, text=True))
         for name, process in zip(group, processes, strict=True):
@@ -145,6 +196,25 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument(
         "--parallel", type=int, default=1, help="contenders run at once (each with --threads threads)"
+    )
+    parser.add_argument(
+        "--calibrate", type=float, default=0.0, metavar="S",
+        help="measure each contender's steps/s alone for S seconds, then train to the step counts the "
+        "budgets give at that rate (runs may then share the machine with --parallel or other work)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--reuse-calibration",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="take each contender's steps/s from DIR/calibration_NAME.json when there (another seed's run)",
+    )
+    parser.add_argument("--calibrate-only", action="store_true", help="stop after the calibration")
+    parser.add_argument(
+        "--calibrate-threads",
+        type=int,
+        default=0,
+        help="threads for the calibration (default: --threads); the runs themselves use --threads",
     )
     parser.add_argument("--out", type=Path, default=Path("/tmp/quality_per_minute"))
     args = parser.parse_args()
