@@ -18,7 +18,7 @@ SOURCE_ROOT = PACKAGE_DIR.parent  # the directory that holds ``ddpm/``
 LAYERS: list[set[str]] = [
     {"diffusion", "safe_files", "configio", "devices", "rundir"},
     {"data", "nets", "eval", "viz"},
-    {"model", "editing"},
+    {"model", "editing", "control"},
     {"train", "interop"},
     {"command_support", "serve"},
     {"commands"},
@@ -35,7 +35,8 @@ SAME_LAYER: dict[str, set[str]] = {
     "data": set(),
     "eval": {"data", "nets"},
     "viz": {"data", "eval"},
-    "model": set(),
+    "model": {"control"},  # a ControlNet run's control table, frozen base and branch
+    "control": set(),
     "editing": {"model"},
     "train": set(),
     "interop": {"train"},

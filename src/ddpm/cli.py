@@ -44,9 +44,10 @@ def add_train(commands: argparse._SubParsersAction) -> None:
         "Train a diffusion model (DDPM Algorithm 1). Without --preset the data set's own preset is used: "
         "--data digits trains the 'digits' preset. Precedence: preset < --config < --set < flags."
     ))  # fmt: skip
-    train.add_argument("--data", default="digits", metavar="SPEC",
-                       help="digits (default, offline), mnist[:DIR], fashion-mnist[:DIR], cifar10[:DIR], "
-                       "folder:PATH, swissroll, moons, gaussians8")  # fmt: skip
+    train.add_argument("--data", metavar="SPEC",
+                       help="digits (default, offline; --controlnet: its base's), mnist[:DIR], "
+                       "fashion-mnist[:DIR], cifar10[:DIR], folder:PATH, swissroll, moons, "
+                       "gaussians8")  # fmt: skip
     train.add_argument("--preset", help="swissroll, digits, mnist, cifar10, celebahq256; autoencoder-digits, "
                        "-mnist, -cifar10; latent-digits, -mnist, -cifar10")  # fmt: skip
     train.add_argument("--kind", choices=("diffusion", "autoencoder"), help="what to train: a diffusion "
@@ -55,6 +56,10 @@ def add_train(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--latent", metavar="AE_RUN", help="train diffusion on the latents of this "
                        "autoencoder run (preset latent-<data>); its samples are decoded, and inpainting "
                        "masks are taken to latent resolution, as LDM does")  # fmt: skip
+    train.add_argument("--controlnet", metavar="BASE_RUN", help="train a ControlNet (Zhang et al. 2023) "
+                       "steering this frozen run with --control; its config starts as its")  # fmt: skip
+    train.add_argument("--control", metavar="KIND", help="the control signal of --controlnet: canny, "
+                       "mask, lowres, gray (made from the data) or folder:PATH (yours, by name)")  # fmt: skip
     train.add_argument("--config", metavar="FILE.toml", help="TOML file of config values")
     train.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="override one config value, e.g. --set optim.lr=1e-3 (repeatable)")  # fmt: skip
@@ -107,6 +112,10 @@ def add_sample(commands: argparse._SubParsersAction) -> None:
     sample.add_argument("--class", dest="classes", metavar="K|all|K1,K2", help="sample these classes of a "
                         "class-conditional model, --n each (.npz gets labels)")  # fmt: skip
     sample.add_argument("--guidance", type=float, default=1.0, metavar="S", help=GUIDANCE_HELP)
+    sample.add_argument("--control", metavar="IMAGE_OR_DIR", help="a ControlNet run's control images "
+                        "(a file, a folder or a samples .npz): one sample each, --n is ignored")  # fmt: skip
+    sample.add_argument("--control-scale", type=float, default=1.0, metavar="S",
+                        help="strength of the control (0 = the base model, 1 = as trained)")  # fmt: skip
     add_model_flags(sample)
 
 

@@ -28,6 +28,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from ddpm.configio import coerce
+from ddpm.control import ControlConfig, controlled_net, sampling_cond, trained_part
 from ddpm.diffusion import NoiseSchedule, make_schedule
 from ddpm.diffusion.guidance import ClassifierFreeGuidance, check_guidance_scale
 from ddpm.diffusion.prediction import Parameterized
@@ -58,6 +59,7 @@ class ModelSpec:
     # σ² of the ancestral (ddpm) sampler without a learned variance: beta (σ² = β_t, DDPM's CIFAR-10 choice,
     # diffusers' fixed_large) or beta_tilde (the posterior's β̃_t, fixed_small); diffusers folders set it
     variance: str = "beta"
+    control: ControlConfig | None = None  # a ControlNet run's control and frozen base (Zhang et al. 2023)
     latent: LatentConfig | None = None  # a latent model's autoencoder; sample_shape is then its images'
 
     @classmethod
@@ -79,6 +81,7 @@ class ModelSpec:
             kind=kind,
             sampling=SamplingConfig.from_run_section(config.get("run", {})),
             learned_variance=diffusion.get("learn_variance", False),
+            control=ControlConfig.from_section(config.get("control")),
             latent=coerce(LatentConfig, latent, "latent") if latent.get("autoencoder") else None,
         )
 
@@ -176,13 +179,14 @@ class DiffusionModel:
         seeds: Sequence[int] | None = None,
         labels: int | Sequence[int] | Tensor | None = None,
         guidance: float = 1.0,
+        control: Tensor | None = None, control_scale: float | Sequence[float] = 1.0,  # a ControlNet's
         batch_size: int = 256,
         clip_x0: float | None = None,
         progress: Callable[[int], None] | None = None,
         callback: Callable[[int, int, Tensor, Tensor], None] | None = None,
         trajectory_steps: Any = None,
         **sampling: Any,
-    ) -> list[SampleResult]:
+    ) -> list[SampleResult]:  # fmt: skip
         """Draw ``n`` samples (or sample from given x_T ``noise`` (N, …)) in batches of ``batch_size``.
 
         Image i depends only on its seed (``sample_seeds(seed, n)[i]``, or ``seeds[i]``), not on the
@@ -191,6 +195,7 @@ class DiffusionModel:
         samples or one per sample. ``guidance`` is the classifier-free guidance scale s ≥ 0 (diffusers'
         ``guidance_scale``; Ho & Salimans 2022 eq. 6 with w = s − 1): 1 is the plain model and needs no
         labels, any other s needs them. ``eps_scale`` λ divides the predicted noise at every step.
+        ``control`` (N, C, H, W): a ControlNet's control image per sample, ``control_scale`` its strength.
         ``callback(i, t, x_t, x̂₀)`` runs after the model call of step i of each batch (the samplers' own).
         A latent model's ``noise`` is x_T in its latent space (``space_shape``); its samples, trajectory
         and callback tensors are decoded to images.
@@ -207,8 +212,7 @@ class DiffusionModel:
         if guidance != 1 and labels is None:
             raise ValueError(f"guidance={guidance} needs labels: guidance steers samples towards a class")
         seeds = sample_seeds(seed, n) if seeds is None else list(seeds)
-        if noise is not None:
-            noise = self.check_noise(noise)
+        noise = None if noise is None else self.check_noise(noise)
         results = []
         self.net.eval()
         with torch.inference_mode():
@@ -219,8 +223,7 @@ class DiffusionModel:
                     denoiser, self.schedule,
                     (len(batch_seeds), *self.space_shape) if noise is None else noise[rows],
                     seeds=batch_seeds, device=self.device, trajectory_steps=trajectory_steps,
-                    callback=callback,
-                    cond=None if labels is None else {"class_labels": labels[rows]},
+                    callback=callback, cond=sampling_cond(self.net, labels, control, control_scale, rows, n),
                     **self._sampler_options(settings),
                 )  # fmt: skip
                 results.append(result if self.codec is None else self._decoded(result))
@@ -283,6 +286,8 @@ def build_model(
     latent model's ``codec`` is read from its autoencoder run unless given."""
     if codec is None and spec.latent is not None:
         codec = load_codec(spec.latent)
+    if net is None and spec.control is not None:  # the frozen base from its run, a branch copied from it
+        net = controlled_net(spec.net, spec.control)
     return DiffusionModel(
         net=build_net(spec.net) if net is None else net,
         spec=spec,
@@ -314,7 +319,7 @@ def from_checkpoint(
         raise ValueError(f"weights={weights!r} is not allowed; choose ema or raw")
     spec = ModelSpec.from_config(meta["config"], meta["sample_shape"], meta["kind"])
     model = build_model(spec, step=meta["step"])
-    model.net.load_state_dict(read_weights(checkpoint, "ema" if weights == "ema" else "model"))
+    trained_part(model.net).load_state_dict(read_weights(checkpoint, "ema" if weights == "ema" else "model"))
     model.net.to(device).eval()
     if model.codec is not None:
         model.codec.to(device)

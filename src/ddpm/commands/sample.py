@@ -1,5 +1,7 @@
 """`ddpm sample`: draw from a run into a PNG grid, a samples .npz and/or a GIF of the reverse process;
-with ``--class``, rows of chosen classes of a class-conditional model (classifier-free guidance)."""
+with ``--class``, rows of chosen classes of a class-conditional model (classifier-free guidance); with
+``--control``, one sample per control image of a ControlNet run (Zhang, Rao & Agrawala 2023), combined
+with ``--class`` and ``--guidance`` when given."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from ddpm.command_support import (
     open_run,
     write_samples,
 )
+from ddpm.data.controls import load_control_images
 from ddpm.model import DiffusionModel
 
 OUTPUT_SUFFIXES = (".png", ".npz")
@@ -40,6 +43,8 @@ def sample_to_files(
     guidance: float = 1.0,
     weights: str = "ema",
     device: str = "auto",
+    control: str | Path | None = None,
+    control_scale: float = 1.0,
 ) -> list[Path]:
     """Draw ``n`` samples (``n`` per class with ``classes``) and write them; returns the files written.
 
@@ -53,12 +58,17 @@ def sample_to_files(
     check_guidance_flag(guidance)
     if classes is None and guidance != 1:  # s = 1 is the plain model, which needs no class
         raise UsageError("--guidance needs --class K|all (guidance steers towards a class)")
-    if classes is not None and gif is not None:
-        raise UsageError("--gif cannot be combined with --class; draw the animation without it")
+    if (classes is not None or control is not None) and gif is not None:
+        raise UsageError(
+            "--gif cannot be combined with --class or --control; draw the animation without them"
+        )
     flags = SamplerFlags(sampler, steps, spacing, eps_scale, eta)
     flags.check()  # before loading: what the flags alone say
     model = open_run(path, weights=weights, device=device).model
     flags.check(model.sampling.sampler)  # against the sampler that will run
+    if control is not None:
+        options = {**flags.options(), "guidance": guidance, "seed": seed, "batch_size": batch_size}
+        return [_controlled(model, control, control_scale, classes, out, options)]
     if classes is not None:
         return [_class_rows(model, classes, guidance, n, flags, seed, batch_size, out)]
     with_gif = {"trajectory_steps": "all"} if gif is not None else {}
@@ -87,12 +97,30 @@ def _class_rows(
     return save_figure(class_grid_figure(images, labels, n), out)
 
 
+def _controlled(
+    model: DiffusionModel, control: str | Path, scale: float, classes: str | None, out: Path, options: dict
+) -> Path:
+    """One sample per control image (each class's, with ``classes``): a .png grid or an .npz with labels."""
+    if model.spec.control is None:
+        raise UsageError("--control needs a ControlNet run (ddpm train --controlnet BASE --control KIND); "
+                         "this model has no control branch")  # fmt: skip
+    controls = load_control_images(control, (model.spec.control.control_channels, *model.sample_shape[1:]))
+    labels = None
+    if classes is not None:  # every control once per class: rows of controls, one row per class
+        ks = editing.parse_classes(model, classes)
+        labels = torch.tensor(ks).repeat_interleave(len(controls))
+        controls = controls.repeat(len(ks), 1, 1, 1)
+    images = model.sample(len(controls), control=controls, control_scale=scale, labels=labels, **options)
+    return write_samples(images, out, model.kind, labels)
+
+
 def run(args: argparse.Namespace) -> int:
     """``ddpm sample``: print each file written."""
     written = sample_to_files(
         args.path, n=args.n, sampler=args.sampler, steps=args.steps, eta=args.eta, spacing=args.spacing,
         eps_scale=args.eps_scale, seed=args.seed, batch_size=args.batch_size, out=args.out, gif=args.gif,
         classes=args.classes, guidance=args.guidance, weights=args.weights, device=args.device,
+        control=args.control, control_scale=args.control_scale,
     )  # fmt: skip
     for path in written:
         print(path)

@@ -12,6 +12,7 @@ from ddpm.configio import ConfigError
 from ddpm.rundir import RunDir
 from ddpm.train.config import TrainConfig
 from ddpm.train.config_layers import build_train_config, parse_duration
+from ddpm.train.control_config import check_control_flags, control_layers, control_run_dir
 from ddpm.train.distributed import (
     batch_plan,
     check_nproc,
@@ -31,6 +32,11 @@ def default_run_dir(data: str, kind: str = "diffusion") -> str:
 
 def config_from_args(args: argparse.Namespace, out: str) -> TrainConfig:
     """The run's config: preset (or the run being resumed) ← --config ← --set ← flags."""
+    controlnet, control = getattr(args, "controlnet", None), getattr(args, "control", None)
+    autoencoder = getattr(args, "kind", None) == "autoencoder"
+    others = {"--latent": getattr(args, "latent", None), "--kind autoencoder": autoencoder}
+    check_control_flags(controlnet, control, preset=args.preset, others=others)
+    base_layers = None if controlnet is None else control_layers(controlnet, control, args.data)
     latent = getattr(args, "latent", None)
     if latent is not None and getattr(args, "kind", None) == "autoencoder":
         raise ConfigError("--latent trains a diffusion model on an autoencoder's latents; it cannot be "
@@ -45,8 +51,9 @@ def config_from_args(args: argparse.Namespace, out: str) -> TrainConfig:
         "data.strict": True if args.strict_data else None,
     }
     return build_train_config(
-        args.data, preset=args.preset, config_file=args.config, overrides=args.set or (), flags=flags,
-        data_root=args.data_root, resume_dir=out if args.resume else None,
+        args.data or "digits", preset=args.preset, config_file=args.config, overrides=args.set or (),
+        flags=flags,
+        data_root=args.data_root, resume_dir=out if args.resume else None, base_layers=base_layers,
         kind=run_kind(args),
     )  # fmt: skip
 
@@ -60,7 +67,9 @@ def run_kind(args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """``ddpm train``: train (possibly as one of several processes) and say where the samples are."""
-    out = args.out or default_run_dir(args.data, run_kind(args))
+    if getattr(args, "controlnet", None) and not args.out:  # a ControlNet run goes beside its base run
+        args.out = control_run_dir(args.controlnet, args.control or "control")
+    out = args.out or default_run_dir(args.data or "digits", run_kind(args))
     config = config_from_args(args, out)
     if args.nproc is not None:
         check_nproc(args.nproc)

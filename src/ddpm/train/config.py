@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ddpm.configio import ConfigError, coerce, from_dict, to_dict
+from ddpm.control import ControlConfig
 from ddpm.diffusion.eps_scaling import check_eps_scale
 from ddpm.diffusion.samplers import spacings_for
 from ddpm.model import NET_KINDS, ModelSpec, NetConfig
@@ -145,7 +146,7 @@ class RunConfig:
     # timesteps the preview sampler visits; None → that sampler's default (σ samplers karras, else uniform)
     preview_spacing: Literal["karras", "uniform", "trailing", "quadratic"] | None = None
     preview_eps_scale: float = 1.0  # previews divide the predicted noise by this (epsilon scaling); 1 → off
-    num_threads: int = 0  # torch CPU threads; 0 → torch's default
+    num_threads: int = 0  # torch CPU threads; 0 → auto: all, one while the machine is crowded (threads.py)
     eval_every: int = 0  # steps between sample-quality evaluations (eval.jsonl, best checkpoint); 0 → off
     eval_samples: int = 1000  # samples drawn for each evaluation
     dist_timeout_s: float = 1800.0  # several processes: a rank waiting this long for the others fails
@@ -199,6 +200,7 @@ class TrainConfig:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)  # forward process and objective
     optim: OptimConfig = field(default_factory=OptimConfig)  # optimizer, schedule, EMA
     run: RunConfig = field(default_factory=RunConfig)  # length, logging, checkpoints, device
+    control: ControlConfig = field(default_factory=ControlConfig)  # ControlNet: the frozen base it steers
     latent: LatentConfig = field(default_factory=LatentConfig)  # diffusion on an autoencoder's latents
     # the autoencoder's objective (model.kind = "autoencoder" only)
     autoencoder_loss: AutoencoderLossConfig = field(default_factory=AutoencoderLossConfig)
@@ -209,6 +211,8 @@ class TrainConfig:
                 'diffusion.learn_variance is not supported for model.kind = "mlp" (2-D points) yet; '
                 "learned variances need the U-Net (images)"
             )
+        if self.control.base and not isinstance(self.model, UNetConfig):
+            raise ConfigError("control.base steers a U-Net; set model.kind = 'unet'")
         if self.is_autoencoder:
             _check_autoencoder_run(self)
         elif self.latent.autoencoder and isinstance(self.model, MLPConfig):
@@ -244,6 +248,8 @@ def config_to_dict(config: TrainConfig) -> dict[str, Any]:
     ``diffusion`` or ``autoencoder_loss``, and ``latent`` for a latent diffusion run."""
     data = to_dict(config)
     data["model"] = {"kind": model_kind(config.model), **data["model"]}
+    if not config.control.base:  # a ControlNet run's table only
+        del data["control"]
     del data["diffusion" if config.is_autoencoder else "autoencoder_loss"]
     if not config.latent.autoencoder:
         del data["latent"]

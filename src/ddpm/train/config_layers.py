@@ -36,6 +36,7 @@ def build_train_config(
     flags: Mapping[str, Any] | None = None,
     data_root: str | None = None,
     resume_dir: str | Path | None = None,
+    base_layers: Mapping[str, Any] | None = None,
     kind: str = "diffusion",
 ) -> TrainConfig:
     """The config of a run, each layer overriding the one before it.
@@ -44,10 +45,13 @@ def build_train_config(
     ``autoencoder`` or ``latent``), or, when resuming ``resume_dir`` without a preset named, that run's
     stored config. Then the TOML ``config_file``, the ``--set KEY=VALUE``
     ``overrides`` and the ``flags`` (dotted keys such as ``"run.steps"``; None values are not given).
+    ``base_layers``, when given, replace the preset (a ControlNet run's: see ``train.control_layers``).
     """
     stored = None if resume_dir is None else RunDir(resume_dir).config_path
     if stored is not None and stored.is_file() and not preset:
         layers = read_toml(stored)  # a resumed run keeps its own config unless told otherwise
+    elif base_layers is not None:  # a ControlNet run starts from its base run's config
+        layers = dict(base_layers)
     else:
         layers = config_to_dict(with_data(get_preset(preset or preset_for_data(data, kind)), data))
         if data_root:

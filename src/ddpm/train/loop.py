@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ddpm.control import controlled_net, trained_part
 from ddpm.data import Dataset
 from ddpm.diffusion.timestep_sampler import LossSecondMomentResampler
 from ddpm.nets import build_net
@@ -74,8 +75,9 @@ def lr_factor(step: int, config: TrainConfig) -> float:
 def build_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
     opt = config.optim
     fast = {"fused": True} if device.type == "cuda" else {"foreach": True}
+    trained = [p for p in model.parameters() if p.requires_grad]  # not a ControlNet's frozen base
     return torch.optim.AdamW(
-        model.parameters(), lr=opt.lr, betas=(opt.beta1, opt.beta2), weight_decay=opt.weight_decay, **fast
+        trained, lr=opt.lr, betas=(opt.beta1, opt.beta2), weight_decay=opt.weight_decay, **fast
     )
 
 
@@ -168,7 +170,9 @@ def _setup(
     if run.num_threads:
         torch.set_num_threads(run.num_threads)
     torch.manual_seed(run.seed)  # initial weights, the same on every rank
-    model = build_net(config.model).to(device)
+    # a ControlNet run: a trainable branch over its frozen base, whose weights come from the base run
+    built = controlled_net(config.model, config.control) if config.control.base else build_net(config.model)
+    model = built.to(device)
     if dataset.kind == "images":
         model = model.to(memory_format=torch.channels_last)
     ema = EMA(model, config.optim.ema_decay, config.optim.ema_warmup) if ctx.is_main else None
@@ -207,9 +211,9 @@ def _restore(
     checkpoint = load_checkpoint(path)
     if timestep_sampler is not None and checkpoint.timestep_sampler:  # else (--force) it starts afresh
         timestep_sampler.load_state_dict(checkpoint.timestep_sampler)
-    model.load_state_dict(checkpoint.model)
+    trained_part(model).load_state_dict(checkpoint.model)  # a ControlNet run's: its branch alone
     if ema is not None:
-        ema.model.load_state_dict(checkpoint.ema)
+        trained_part(ema.model).load_state_dict(checkpoint.ema)
         ema.num_updates = int(checkpoint.meta["ema_updates"])
     optimizer.load_state_dict(optimizer_from_tensors(checkpoint.optimizer, checkpoint.meta["optimizer"]))
     if scaler is not None and checkpoint.meta.get("grad_scaler"):
@@ -321,7 +325,8 @@ def _save(t: _Training, at_step: int) -> None:
     """Rank 0 writes a checkpoint of everything a resumed run needs to continue bit for bit."""
     if not t.ctx.is_main:
         return
-    model_state, ema_state = t.model.state_dict(), t.ema.model.state_dict()
+    # a ControlNet run saves its branch alone: the base's weights stay in the base run
+    model_state, ema_state = trained_part(t.model).state_dict(), trained_part(t.ema.model).state_dict()
     sampler = t.objective.timestep_sampler
     assert_finite(model_state, "model weights")
     assert_finite(ema_state, "EMA weights")

@@ -13,6 +13,7 @@ from ddpm.data import Dataset
 from ddpm.model import build_model, to_uint8
 from ddpm.rundir import RunDir
 from ddpm.train.config import TrainConfig, model_spec
+from ddpm.train.control_data import preview_controls
 
 
 class Previews:
@@ -29,6 +30,8 @@ class Previews:
         self.sample_shape = tuple(getattr(dataset, "image_shape", dataset.sample_shape))
         self.codec = getattr(dataset, "codec", None)  # a latent run decodes its samples with it
         self.run = RunDir(run_dir)
+        conditional = config.model.num_classes is not None
+        self.control = preview_controls(dataset, config.run.preview_images, conditional)  # a ControlNet run's
 
     def __call__(self, step: int, net: nn.Module, final: bool = False) -> Path:
         from ddpm.viz.grid import save_grid
@@ -42,7 +45,7 @@ class Previews:
             run.preview_images,
             **run.preview_options(),
             seed=run.seed,
-            labels=labels,
+            **{"labels": labels, **self.control},  # a ControlNet run: its images' controls, labels
         )
         self.run.samples_dir.mkdir(parents=True, exist_ok=True)
         path = self.run.final_samples_png if final else self.run.preview_png(step)

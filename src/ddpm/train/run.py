@@ -26,6 +26,7 @@ from ddpm.nets import AutoencoderConfig, MLPConfig
 from ddpm.rundir import RunDir, checkpoint_step, verify_checkpoint
 from ddpm.safe_files import atomic_write_text
 from ddpm.train.config import TrainConfig, config_from_dict, config_to_dict
+from ddpm.train.control_data import control_training_data
 from ddpm.train.distributed import DistContext, batch_plan, distributed_session, share_from_main
 from ddpm.train.latent_data import latent_training_data
 from ddpm.train.loop import TrainResult, train_loop
@@ -170,6 +171,8 @@ def _join(
     dataset = load_data(config)
     if config.latent.autoencoder:  # rank 0 has checked it; the same encodings here
         dataset, config = latent_training_data(config, dataset, ctx.device, log=lambda _: None)
+    if config.control.base:  # rank 0 has checked the base; the same controls here
+        dataset, config = control_training_data(config, dataset, log=lambda _: None)
     if dataset.fingerprint != shared["fingerprint"]:
         raise ConfigError(
             f"rank {ctx.rank} loaded different data for {config.data.spec!r} than rank 0 (fingerprints "
@@ -208,6 +211,8 @@ def _prepare(
     report_skipped(dataset, strict=config.data.strict, log=log)  # each passed-over file, once
     if config.latent.autoencoder:  # checks the autoencoder run, records its weights' sha256, encodes
         dataset, config = latent_training_data(config, dataset, device, log=log)
+    if config.control.base:  # checks the base run, records its weights' sha256, computes the controls
+        dataset, config = control_training_data(config, dataset, log=log)
     config = resolve_for_data(config, dataset)
     checkpoint = _resume_point(run, config, dataset, force=force, log=log) if resume and existing else None
     if overwrite and existing:

@@ -29,6 +29,7 @@ from ddpm.data import Dataset
 from ddpm.diffusion.losses import DiffusionLoss
 from ddpm.diffusion.timestep_sampler import LossSecondMomentResampler
 from ddpm.train.config import TrainConfig
+from ddpm.train.control_data import ControlData
 from ddpm.train.data_order import EpochOrder, mix_seed
 from ddpm.train.distributed import BatchPlan, DistContext, all_sum, autocast
 from ddpm.train.latent_data import LatentData
@@ -45,6 +46,7 @@ class StepDraws:
     flip: Tensor | None  # (B,) bool: horizontal flip
     t_weight: Tensor | None = None  # (B,) 1/(T p_t) of importance-sampled t; None: uniform t, weight 1
     posterior_noise: Tensor | None = None  # (B, c, h, w) ε of a latent run's posterior samples; else None
+    drop_control: Tensor | None = None  # (B,) bool: blank a ControlNet run's control (all −1); else None
 
 
 def draw_step(
@@ -75,7 +77,10 @@ def draw_step(
     posterior_noise = None
     if isinstance(dataset, LatentData):  # drawn last: a pixel run's draws stay what they always were
         posterior_noise = torch.randn((batch, *dataset.sample_shape), generator=generator, device=device)
-    return StepDraws(index, t, noise, drop_label, flip, t_weight, posterior_noise)
+    drop_control = None
+    if isinstance(dataset, ControlData):  # drawn last: other runs' draws stay what they always were
+        drop_control = torch.rand(batch, device=device, generator=generator) < dataset.drop_rate
+    return StepDraws(index, t, noise, drop_label, flip, t_weight, posterior_noise, drop_control)
 
 
 def clean_batch(
@@ -142,6 +147,9 @@ def accumulate_gradients(
         if draws.drop_label is not None:
             labels = dataset.labels[index].to(device)
             cond["class_labels"] = torch.where(draws.drop_label[part], config.model.num_classes, labels)
+        if draws.drop_control is not None:  # ControlNet: each image's control, flipped with it, some blank
+            flip = None if draws.flip is None else draws.flip[part]
+            cond["control"] = dataset.control_batch(index, device, flip=flip, blank=draws.drop_control[part])
         if dataset.kind == "images":
             x0 = x0.contiguous(memory_format=torch.channels_last)
         last = position == len(shards) - 1
