@@ -25,14 +25,17 @@ from ddpm.viz.figures import save_figure
 from ddpm.viz.memorisation import closest_pairs_figure
 
 
-def measure(run: Path, n: int, seed: int) -> tuple[dict, torch.Tensor, torch.Tensor, Memorisation]:
+def measure(
+    run: Path, n: int, seed: int, steps: int | None = None
+) -> tuple[dict, torch.Tensor, torch.Tensor, Memorisation]:
     """The memorisation metrics of ``run``'s samples, with what the picture needs."""
     model = load(run)
     config = config_from_dict(RunDir(run).config_dict())
     train, test = load_data(config, "train"), load_data(config, "test")
     train_images = train.batch(torch.arange(len(train)))
     held_out = test.batch(torch.arange(len(test)))
-    samples = model.sample(n, seed=seed, labels=model.default_labels(n))
+    options = {} if steps is None else {"steps": steps}  # the run's own sampler, maybe more steps
+    samples = model.sample(n, seed=seed, labels=model.default_labels(n), **options)
     result = memorisation(samples, train_images, held_out)
     row = {"run": str(run), "step": model.step, "n": n, "train": len(train), "held_out": len(test),
            **result.metrics()}  # fmt: skip
@@ -45,13 +48,16 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=297)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--steps", type=int, help="sampler steps (default: the run's own; quality_per_minute's runs store 1)"
+    )
     parser.add_argument("--out-dir", type=Path, help="write <run name>_closest.png here")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rows = []
     for run in args.runs:
-        row, samples, train_images, result = measure(run, args.n, args.seed)
+        row, samples, train_images, result = measure(run, args.n, args.seed, args.steps)
         if args.out_dir is not None:
             args.out_dir.mkdir(parents=True, exist_ok=True)
             path = args.out_dir / f"{run.name}_closest.png"

@@ -198,7 +198,8 @@ def table_figure(table: ImageTable, cell_in: float = 1.0, dpi: float = 100) -> F
     cols = max(len(table.col_centers), 1)
     img_w = cell_in * cols
     img_h = img_w * h / w
-    left = 0.45 if table.row_labels else 0.05
+    # room for the longest row label (about 0.07 inch per character at the labels' font size)
+    left = 0.15 + 0.07 * max(len(label) for label in table.row_labels) if table.row_labels else 0.05
     top = 0.35 if table.col_labels else 0.05
     fig = new_figure(img_w + left + 0.05, img_h + top + 0.05, dpi=dpi)
     fw, fh = fig.get_size_inches()
