@@ -256,3 +256,20 @@ def test_the_budget_must_be_a_positive_number_of_bytes(tmp_path: Path, bad) -> N
     (tmp_path / "a.png").write_bytes(_png(_rgb(1)))
     with pytest.raises(ValueError, match=rf"^max_archive_bytes={bad!r} must be a positive number of bytes$"):
         load_dataset(f"folder:{tmp_path}", max_archive_bytes=bad)
+
+
+def test_the_training_budget_is_the_data_max_archive_gb_key(tmp_path: Path, capsys) -> None:
+    """`ddpm train --set data.max_archive_gb=…` reaches the loader: a 40 MiB tar bomb over a 10 MiB budget
+    is refused in one line, quickly, and no run directory is written."""
+    from ddpm.cli import main
+
+    bomb = tmp_path / "bomb.tar.gz"
+    bomb.write_bytes(_tar_gz_of_zeros(40))
+    out = tmp_path / "run"
+    started = time.perf_counter()
+    status = main(["train", "--data", f"folder:{bomb}", "--set", f"data.max_archive_gb={10 / 1024}",
+                   "--steps", "1", "--out", str(out)])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and time.perf_counter() - started < 10
+    assert len(err.splitlines()) == 1 and f"over the limit of {10 * MIB} bytes" in err
+    assert not out.exists()

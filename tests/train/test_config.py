@@ -156,3 +156,13 @@ def test_a_bad_preview_eps_scale_is_refused(bad) -> None:
     data["run"]["preview_eps_scale"] = bad
     with pytest.raises(ConfigError, match=r"run.preview_eps_scale=.* is invalid; give a finite number > 0"):
         config_from_dict(data)
+
+
+def test_archive_budget_is_a_config_key_and_refuses_nonsense():
+    """data.max_archive_gb (issue 23, section 2): what a folder: archive may expand to."""
+    from ddpm.train.config import DataConfig
+
+    assert DataConfig().max_archive_gb == 16.0
+    for bad in (0, -1.0):
+        with pytest.raises(ValueError, match=r"^data\.max_archive_gb=.* must be a positive number of GiB$"):
+            DataConfig(max_archive_gb=bad)

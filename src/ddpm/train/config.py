@@ -39,12 +39,15 @@ class DataConfig:
     num_points: int = 20000  # size of generated 2-D point sets
     class_conditional: bool = False  # condition the network on the data set's class labels
     strict: bool = False  # refuse to train when a folder holds unusable image files (--strict-data)
+    max_archive_gb: float = 16.0  # the most a folder: .tar/.zip may expand to (against archive bombs)
 
     def __post_init__(self) -> None:
         if self.image_size < 0:
             raise ValueError(f"data.image_size={self.image_size} must be ≥ 0 (0 = native size)")
         if self.channels not in (0, 1, 3):
             raise ValueError(f"data.channels={self.channels} must be 0 (native), 1 or 3")
+        if not self.max_archive_gb > 0:
+            raise ValueError(f"data.max_archive_gb={self.max_archive_gb} must be a positive number of GiB")
         if self.num_points < 1:
             raise ValueError(f"data.num_points={self.num_points} must be ≥ 1")
 

@@ -16,4 +16,5 @@ def load_data(config: TrainConfig, split: str = "train") -> Dataset:
         root=data.root or None,
         num_points=data.num_points,
         seed=config.run.seed,
+        max_archive_bytes=int(data.max_archive_gb * 1024**3),
     )
