@@ -12,7 +12,6 @@ whatever the folder now holds: the branch was trained against exactly those weig
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,12 +25,12 @@ from ddpm.nets import UNetConfig
 from ddpm.nets.controlnet import ControlBranch, ControlledUNet, ControlNetConfig
 from ddpm.nets.unet import UNet
 from ddpm.rundir import (
-    MANIFEST,
     CheckpointError,
     RunDir,
+    checkpoint_with_weights,
     read_checkpoint_meta,
     read_weights,
-    verify_checkpoint,
+    weights_sha256,
 )
 
 CONTROL_KINDS = (*CONTROLS, "folder")  # computed from the images, or users' own (--control folder:PATH)
@@ -105,29 +104,20 @@ def base_checkpoint(control: ControlConfig) -> Path:
         if found is None:
             raise CheckpointError(f"base run {where!r} has no complete checkpoint yet; train it first")
         return found
-    for checkpoint in reversed(run.checkpoints()):
-        try:
-            verify_checkpoint(checkpoint)
-        except CheckpointError:
-            continue
-        if ema_sha256(checkpoint) == control.base_sha256:
-            return checkpoint
+    found = checkpoint_with_weights(run, control.base_sha256)
+    if found is not None:
+        return found
     raise CheckpointError(
         f"base run {where!r} has changed: none of its checkpoints holds the weights (EMA sha256 "
         f"{control.base_sha256[:12]}…) this ControlNet was trained on; train the ControlNet again on it"
     )
 
 
-def ema_sha256(checkpoint: Path) -> str:
-    """sha256 of a verified checkpoint's EMA weights file, as its manifest records it."""
-    return json.loads((Path(checkpoint) / MANIFEST).read_text("ascii"))["ema.safetensors"]
-
-
 def recorded(control: ControlConfig) -> tuple[ControlConfig, Path]:
     """``control`` with its base as an absolute path and the base weights' sha256, and that checkpoint."""
     checkpoint = base_checkpoint(control)
     absolute = str(Path(control.base).resolve())
-    return dataclasses.replace(control, base=absolute, base_sha256=ema_sha256(checkpoint)), checkpoint
+    return dataclasses.replace(control, base=absolute, base_sha256=weights_sha256(checkpoint)), checkpoint
 
 
 def base_net_config(checkpoint: Path) -> UNetConfig:

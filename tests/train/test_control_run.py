@@ -12,10 +12,9 @@ import pytest
 import torch
 
 from ddpm.configio import ConfigError
-from ddpm.control import ema_sha256
 from ddpm.nets.controlnet import ControlBranch, ControlNetConfig
 from ddpm.nets.unet import UNet
-from ddpm.rundir import CheckpointError, RunDir
+from ddpm.rundir import CheckpointError, RunDir, weights_sha256
 from ddpm.train.checkpoint import load_checkpoint
 from ddpm.train.config import config_from_dict
 from ddpm.train.control_data import ControlData, control_training_data
@@ -37,7 +36,7 @@ def test_only_the_branch_is_checkpointed_and_the_base_is_recorded(control_run, c
     config = config_from_dict(RunDir(control_run).config_dict())
     base_checkpoint = RunDir(control_base).latest_checkpoint()
     assert config.control.base == str(control_base.resolve())
-    assert config.control.base_sha256 == ema_sha256(base_checkpoint)
+    assert config.control.base_sha256 == weights_sha256(base_checkpoint)
     assert config.model == config_from_dict(RunDir(control_base).config_dict()).model  # the base's network
     checkpoint = load_checkpoint(RunDir(control_run).latest_checkpoint())
     branch = ControlBranch(config.model, ControlNetConfig())
