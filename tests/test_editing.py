@@ -15,6 +15,7 @@ from sklearn.linear_model import LogisticRegression
 
 from ddpm import editing
 from ddpm.data import load_dataset
+from ddpm.data.controls import canny_edges
 from ddpm.model import build_model, load
 from ddpm.train.presets import get_preset
 from ddpm.train.run import train
@@ -244,3 +245,25 @@ def test_bad_inputs_are_refused(model, untrained, test_digits, tmp_path):
     for call, match in cases:
         with pytest.raises(ValueError, match=match):
             call()
+
+
+def test_compare_control_samples_with_and_without_controls_from_the_same_noises(control_run, control_base):
+    model, base = load(control_run), load(control_base)
+    real = load_dataset("digits", split="test").batch(torch.arange(4))
+    labels = torch.tensor([0, 1, 2, 3])
+    found = editing.compare_control(model, real, labels=labels, seed=5, sampler="ddim", steps=4)
+    assert found.kind == "canny" and found.controls.shape == (4, 1, 8, 8)
+    assert torch.equal(found.controls, canny_edges(real))  # the run's own kind, from the real images
+    with_controls = model.sample(4, control=found.controls, labels=labels, seed=5, sampler="ddim", steps=4)
+    assert torch.equal(found.samples, with_controls)
+    base_samples = base.sample(4, labels=labels, seed=5, sampler="ddim", steps=4)
+    assert torch.allclose(found.uncontrolled, base_samples, atol=1e-5)  # without control: the base model
+    levels = found.adherence()
+    assert set(levels) == {"controlled", "chance", "ceiling"} and levels["ceiling"].mean == 1.0
+    assert editing.compare_control(model, real, labels=labels, uncontrolled=False).adherence() is None
+
+
+def test_compare_control_refuses_a_model_without_a_branch(control_base):
+    real = load_dataset("digits", split="test").batch(torch.arange(2))
+    with pytest.raises(ValueError, match=r"compare_control needs a ControlNet run"):
+        editing.compare_control(load(control_base), real)

@@ -213,9 +213,10 @@ def add_pictures(commands: argparse._SubParsersAction) -> None:
     """``ddpm viz`` and ``ddpm report``."""
     viz = commands.add_parser("viz", help="draw pictures of a run", description=(
         "Forward and reverse process strips, a GIF of the reverse process, training curves and "
-        "schedule plots, written to RUN_DIR/figures (or --out-dir)."
+        "schedule plots, and for a ControlNet run control | samples | real image (control), written to "
+        "RUN_DIR/figures (or --out-dir)."
     ))  # fmt: skip
-    viz.add_argument("kind", choices=("forward", "reverse", "gif", "curves", "schedule", "all"))
+    viz.add_argument("kind", choices=("forward", "reverse", "gif", "curves", "schedule", "control", "all"))
     viz.add_argument("run_dir", metavar="RUN_DIR")
     viz.add_argument("--out-dir", help="folder for the pictures (default RUN_DIR/figures)")
     viz.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")

@@ -19,6 +19,7 @@ import torch
 from PIL import UnidentifiedImageError
 from torch import Tensor
 
+from ddpm import editing
 from ddpm.data import load_dataset
 from ddpm.data.user_images import load_images, load_mask
 from ddpm.devices import resolve_device
@@ -239,6 +240,26 @@ def gather(
         n, **flags.options(), seed=seed, batch_size=n, labels=model.default_labels(n), trajectory_steps="all"
     )
     return RunPictures(model, real, result.samples.cpu(), result.trajectory)
+
+
+# where a control run's pictures and adherence take their controls: images it never trained on
+HELD_OUT_SPLIT = "test"
+
+
+def control_comparison(
+    opened: OpenedRun, *, n: int = 8, seed: int = 0, uncontrolled: bool = False, batch_size: int = 256
+) -> editing.ControlComparison:
+    """A ControlNet run's samples drawn, with its own sampler, from the controls of ``n`` held-out images
+    (the test split of its data, chosen by ``seed``), with their labels for a class-conditional model;
+    with ``uncontrolled``, the same noises and labels without control too (``editing.compare_control``)."""
+    model = opened.model
+    if model.spec.control is None or opened.config is None:
+        raise UsageError("control pictures need a ControlNet run (ddpm train --controlnet BASE --control K)")
+    dataset = load_data(opened.config, split=HELD_OUT_SPLIT)
+    rows = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[: min(n, len(dataset))]
+    labels = dataset.labels[rows] if model.num_classes is not None else None
+    return editing.compare_control(model, dataset.batch(rows), labels=labels, uncontrolled=uncontrolled,
+                                   seed=seed, batch_size=batch_size)  # fmt: skip
 
 
 def real_data_options(run_data: DataConfig | None, root: str | None = None) -> dict[str, Any]:

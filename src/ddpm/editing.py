@@ -1,9 +1,11 @@
 """Conditional generation and editing with a loaded :class:`~ddpm.model.DiffusionModel`.
 
 Class samples with classifier-free guidance, DDIM inversion and reconstruction, spherical
-interpolation of noises, RePaint inpainting. The math lives in ``ddpm.diffusion`` (guidance,
-inversion, inpaint); sampling goes through the model's one path (``DiffusionModel.sample``); this
-module fits both to a model and its inputs. Pictures of the results: ``ddpm.viz.editing``.
+interpolation of noises, RePaint inpainting, and a ControlNet's samples drawn with the controls of real
+images beside the same noises without them (:func:`compare_control`). The math lives in
+``ddpm.diffusion`` (guidance, inversion, inpaint); sampling goes through the model's one path
+(``DiffusionModel.sample``); this module fits both to a model and its inputs. Pictures of the
+results: ``ddpm.viz.editing``.
 
 A latent model (Rombach et al. 2022) edits in its latent space, as LDM does: inversion encodes the
 images first (x_T is a latent noise), and inpainting encodes the image, takes the mask down to latent
@@ -18,14 +20,17 @@ images, labels = editing.sample_classes(model, "all", guidance=3.0, n_per_class=
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from ddpm.data.controls import make_control
 from ddpm.diffusion.inpaint import repaint
 from ddpm.diffusion.inversion import ddim_invert, slerp
 from ddpm.diffusion.samplers import per_sample_noise, sample_seeds
+from ddpm.eval.adherence import Adherence, adherence_levels
 from ddpm.model import DiffusionModel
 
 # Deterministic DDIM on uniformly spaced steps: what DDIM inversion runs backwards, so a model's own
@@ -283,3 +288,48 @@ def _mask_like(mask: Tensor, images: Tensor) -> Tensor:
             f"mask shape {tuple(mask.shape)} does not match images of shape {tuple(images.shape)}; "
             "give (H, W), (C, H, W) or the images' shape"
         ) from None
+
+
+@dataclass(frozen=True)
+class ControlComparison:
+    """A ControlNet's samples drawn with the controls of real images (Zhang, Rao & Agrawala 2023), the same
+    noises and labels without control (the frozen base: chance), and the real images (the ceiling)."""
+
+    kind: str  # the run's control kind (canny, mask, lowres, gray or folder)
+    real: Tensor  # (N, C, H, W) in [-1, 1]: the images the controls came from
+    controls: Tensor  # (N, c, H, W) in [-1, 1]
+    samples: Tensor  # (N, C, H, W): sample i drawn with control i
+    uncontrolled: Tensor | None  # (N, C, H, W): sample i's noise and label without its control, or None
+
+    def adherence(self) -> dict[str, Adherence] | None:
+        """The kind's measure (``ddpm.eval.adherence``) for the samples, the uncontrolled samples and the
+        real images; None for users' own controls (kind folder), which have no measure."""
+        if self.kind == "folder" or self.uncontrolled is None:
+            return None
+        return adherence_levels(self.kind, self.controls, controlled=self.samples,
+                                uncontrolled=self.uncontrolled, real=self.real)  # fmt: skip
+
+
+def compare_control(
+    model: DiffusionModel, real: Tensor, *, controls: Tensor | None = None, labels: Labels = None,
+    uncontrolled: bool = True, seed: int = 0, **sample_options: Any,
+) -> ControlComparison:  # fmt: skip
+    """Sample a ControlNet run once per real image with that image's control (computed with the run's kind
+    unless ``controls`` are given, as users' own must be), and, with ``uncontrolled``, again from the same
+    noises and ``labels`` without control: the branch then adds nothing, so those are the base model's
+    samples. ``sample_options`` go to :meth:`DiffusionModel.sample` (left out: the run's own sampler)."""
+    control = model.spec.control
+    if control is None:
+        raise ValueError(
+            "compare_control needs a ControlNet run (ddpm train --controlnet BASE --control KIND)"
+        )
+    real = check_images(model, real, "real").cpu()
+    if controls is None:
+        if control.kind == "folder":
+            raise ValueError("a run trained on users' own control images (control.kind = folder) needs "
+                             "controls given with the real images they belong to")  # fmt: skip
+        controls = make_control(control.kind, real)
+    options = dict(sample_options, labels=labels, seed=seed)
+    samples = model.sample(len(real), control=controls, **options)
+    base = model.sample(len(real), **options) if uncontrolled else None
+    return ControlComparison(control.kind, real, controls.cpu(), samples, base)

@@ -159,3 +159,13 @@ def test_adherence_by_kind():
 def test_bad_input_is_refused_in_one_line(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_adherence_levels_measure_controlled_chance_and_ceiling_on_the_same_controls():
+    from ddpm.eval.adherence import adherence_levels
+
+    real = torch.rand(3, 1, 12, 12) * 2 - 1
+    masks = foreground_mask(real)
+    levels = adherence_levels("mask", masks, controlled=real, uncontrolled=-real, real=real)
+    assert list(levels) == ["controlled", "chance", "ceiling"]
+    assert levels["ceiling"].mean == levels["controlled"].mean == 1.0 and levels["chance"].mean < 0.1

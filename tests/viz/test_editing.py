@@ -24,3 +24,13 @@ def test_pictures_label_their_rows_and_columns():
     assert [t.get_text() for t in figure.axes[0].get_xticklabels()] == ["input", "masked", "inpainted"]
     figure = reconstruction_figure(images[:2], images[:2])
     assert [t.get_text() for t in figure.axes[0].get_yticklabels()] == ["input", "DDIM"]
+
+
+def test_the_control_picture_has_rows_control_samples_real_and_grays_controls_of_colour_images():
+    from ddpm.viz.editing import control_cells, control_figure
+
+    controls, images = torch.ones(3, 1, 8, 8), torch.zeros(3, 3, 8, 8)
+    cells = control_cells(controls, images, images)
+    assert cells.shape == (3, 3, 3, 8, 8) and torch.equal(cells[0], torch.ones(3, 3, 8, 8))
+    figure = control_figure(controls, images, images)
+    assert [t.get_text() for t in figure.axes[0].get_yticklabels()] == ["control", "samples", "real"]

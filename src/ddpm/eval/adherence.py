@@ -128,6 +128,25 @@ def adherence(kind: str, samples: Tensor, controls: Tensor) -> Adherence:
     return ADHERENCE[kind](samples, controls)
 
 
+# how reports name each measure
+ADHERENCE_NAMES = {
+    "canny": "edge F1",
+    "mask": "mask IoU",
+    "lowres": "low-res PSNR (dB)",
+    "gray": "gray PSNR (dB)",
+}
+
+
+def adherence_levels(
+    kind: str, controls: Tensor, *, controlled: Tensor, uncontrolled: Tensor, real: Tensor
+) -> dict[str, Adherence]:
+    """The measure of ``kind`` at its three levels, on the same controls: ``controlled`` samples (drawn with
+    them), ``uncontrolled`` ones (the base model without control: chance) and the ``real`` images the
+    controls came from (the ceiling). Keys: controlled, chance, ceiling."""
+    levels = {"controlled": controlled, "chance": uncontrolled, "ceiling": real}
+    return {level: adherence(kind, images, controls) for level, images in levels.items()}
+
+
 def _dilate(masks: np.ndarray, tolerance: int) -> np.ndarray:
     if tolerance == 0:
         return masks

@@ -1,5 +1,6 @@
 """Pictures of conditional generation and editing: class-by-seed grids, guidance sweeps, interpolation
-strips, inpainting before/after (the tensors come from ``ddpm.editing``)."""
+strips, inpainting before/after, a ControlNet's controls above its samples and the real images (the tensors
+come from ``ddpm.editing``)."""
 
 from __future__ import annotations
 
@@ -47,6 +48,24 @@ def reconstruction_figure(originals: Tensor, rebuilt: Tensor, *, cell_in: float 
     """Inputs (N, C, H, W) above their DDIM reconstructions, one column per image."""
     table = image_table(torch.stack([originals, rebuilt]), [], ["input", "DDIM"], scale=_scale(originals))
     return table_figure(table, cell_in=cell_in)
+
+
+CONTROL_ROW_LABELS = ("control", "samples", "real")
+
+
+def control_cells(controls: Tensor, samples: Tensor, real: Tensor) -> Tensor:
+    """(3, N, C, H, W): a ControlNet's controls, the samples drawn with them and the real images they came
+    from, one column each; single-channel controls of colour images are shown in gray."""
+    samples, real, controls = samples.cpu(), real.cpu(), controls.cpu()
+    if controls.shape[1] != samples.shape[1]:
+        controls = controls.expand(-1, samples.shape[1], -1, -1)
+    return torch.stack([controls, samples, real])
+
+
+def control_figure(controls: Tensor, samples: Tensor, real: Tensor, *, cell_in: float = 0.6) -> Figure:
+    """Rows control | samples | real image (:func:`control_cells`), one column per control."""
+    cells = control_cells(controls, samples, real)
+    return table_figure(image_table(cells, [], CONTROL_ROW_LABELS, scale=_scale(real)), cell_in=cell_in)
 
 
 def _scale(images: Tensor) -> int:
