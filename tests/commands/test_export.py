@@ -4,16 +4,21 @@ written whole or not at all; refusals in one line."""
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from diffusers import DDIMPipeline, DDIMScheduler, DDPMPipeline
+from diffusers import DDIMPipeline, DDIMScheduler, DDPMPipeline, LDMPipeline
 
 from ddpm.cli import main
 from ddpm.commands import export as export_command
 from ddpm.diffusion.samplers import sample_seeds
 from ddpm.model import load, to_uint8
+from ddpm.train.run import train
+from tests.test_latent import latent_config
+from tests.train.test_autoencoder_run import tiny_autoencoder_config
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning")
 
@@ -116,3 +121,50 @@ def test_a_points_run_is_refused(points_run, tmp_path, capsys):
     assert status == 2 and len(err.splitlines()) == 1
     assert "a model of points (MLPDenoiser) cannot be exported to diffusers: UNet2DModel holds image" in err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def latent_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-step digits latent run on a 6-step f=2 autoencoder (2×4×4 latents; dpm++2m_sde its own sampler)."""
+    folder = tmp_path_factory.mktemp("latent")
+    train(tiny_autoencoder_config(6), folder / "ae", log=lambda *_: None)
+    train(latent_config(folder / "ae", 2), folder / "latent", log=lambda *_: None)
+    return folder / "latent"
+
+
+def test_a_latent_run_exports_as_an_ldm_pipeline_drawing_our_ddim_samples(latent_run, tmp_path, capsys):
+    """LDMPipeline draws x_T row by row from the generators it is given, as our sampler does from the
+    per-sample seeds: the same seeds give both the same x_T, then each runs its own DDIM and decoder."""
+    out = tmp_path / "ldm"
+    status, printed, err = run_cli(capsys, "export", latent_run, out)
+    assert status == 0, err
+    assert printed.splitlines() == [str(out), (
+        "note: LDMPipeline samples with DDIM only; this run's own sampler is dpm++2m_sde: ddpm sample RUN "
+        "--sampler ddim --eta 0 --eps-scale 1 --spacing uniform --steps S draws what "
+        "LDMPipeline(num_inference_steps=S, eta=0) draws")]  # fmt: skip
+    assert sorted(p.name for p in out.iterdir()) == ["model_index.json", "scheduler", "unet", "vqvae"]
+    pipeline = LDMPipeline.from_pretrained(out)
+    pipeline.set_progress_bar_config(disable=True)
+    seeds = sample_seeds(3, 2)
+    theirs = pipeline(batch_size=2, generator=[torch.Generator().manual_seed(s) for s in seeds], eta=0.0,
+                      num_inference_steps=4, output_type="np").images  # fmt: skip
+    ours = load(latent_run)
+    drawn = ours.sample(seeds=seeds, n=2, sampler="ddim", steps=4, eta=0.0, eps_scale=1.0, spacing="uniform")
+    assert theirs.shape == (2, 8, 8, 1) and theirs.std() > 0.05
+    assert np.abs(theirs - _as_pipeline_images(drawn)).max() <= 1e-4
+    z = torch.randn(3, 2, 4, 4, generator=torch.Generator().manual_seed(0))  # normalised latents
+    with torch.no_grad():
+        decoded = pipeline.vqvae.decode(z).sample
+    torch.testing.assert_close(decoded, ours.codec.decode(z), rtol=0, atol=1e-5)  # normalisation folded in
+
+
+def test_a_control_run_is_refused_and_nothing_written(control_run, tmp_path, capsys):
+    status, _, err = run_cli(capsys, "export", control_run, tmp_path / "out")
+    assert status == 2 and len(err.splitlines()) == 1
+    assert re.search(
+        r"control.*: a ControlNet run cannot be exported to diffusers: its ControlNetModel pairs only with "
+        r"UNet2DConditionModel, whose middle block cannot hold our U-Net's attention middle "
+        r"\(diffusers issue 5861\), so the run directory \(safetensors \+ TOML\) is the format",
+        err,
+    )
+    assert list(tmp_path.iterdir()) == []

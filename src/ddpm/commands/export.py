@@ -1,5 +1,6 @@
 """`ddpm export RUN --format diffusers OUT_DIR`: a run's model as a folder that diffusers loads
-(``DDPMPipeline.from_pretrained(OUT_DIR)``), written whole or not at all."""
+(``DDPMPipeline.from_pretrained(OUT_DIR)``; a latent run's ``LDMPipeline.from_pretrained(OUT_DIR)``),
+written whole or not at all. ControlNet runs are refused: their own run directory is the format."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ddpm.command_support import UsageError, open_run
+from ddpm.interop.diffusers_ldm import check_ldm_exportable, export_ldm
 from ddpm.interop.diffusers_model import check_exportable, export_model
+from ddpm.model import DiffusionModel
 
 FORMATS = ("diffusers",)
 
@@ -62,28 +65,54 @@ def export_run(
     weights: str = "ema",
 ) -> Path:
     """Write the model of a run directory, checkpoint folder (or diffusers folder) to ``out_dir`` in the
-    diffusers pipeline layout (``ddpm.interop.diffusers_model.export_model``); returns ``out_dir``."""
+    diffusers pipeline layout (``ddpm.interop.diffusers_model.export_model``; a latent run's
+    ``ddpm.interop.diffusers_ldm.export_ldm``); returns ``out_dir``."""
+    return _export(path, out_dir, format=format, overwrite=overwrite, weights=weights)[0]
+
+
+def _export(
+    path: str | Path, out_dir: str | Path, *, format: str, overwrite: bool, weights: str
+) -> tuple[Path, DiffusionModel]:
+    """:func:`export_run`, also returning the model exported."""
     if format not in FORMATS:
         raise UsageError(f"--format {format!r} is not supported; allowed: {', '.join(FORMATS)}")
     out = Path(out_dir)
     check_out_dir(out, Path(path), overwrite)
     model = open_run(path, weights=weights, device="cpu").model
-    if model.codec is not None:
-        raise UsageError(f"{str(path)!r} is a latent diffusion run; exporting one to diffusers is not "
-                         "supported yet (its U-Net alone would denoise latents, not images)")  # fmt: skip
+    check, export = (
+        (check_exportable, export_model) if model.codec is None else (check_ldm_exportable, export_ldm)
+    )
     try:
-        check_exportable(model)
+        check(model)
     except ValueError as err:
         raise UsageError(f"{str(path)!r}: {err}") from None
-    return write_folder(out, lambda folder: export_model(model, folder))
+    return write_folder(out, lambda folder: export(model, folder)), model
+
+
+def sampler_note(model: DiffusionModel) -> str | None:
+    """How to draw with ``ddpm sample`` what LDMPipeline draws from a latent export, when the run's own
+    sampler is another (LDMPipeline has DDIM only; its η and num_inference_steps are the caller's)."""
+    ours = model.sampling
+    if model.codec is None or (ours.sampler == "ddim" and ours.eps_scale == 1 and not ours.eta):
+        return None
+    spacing = "trailing" if ours.spacing == "trailing" else "uniform"  # as export_ldm writes it
+    scaled = f" with eps_scale {ours.eps_scale}" if ours.eps_scale != 1 else ""
+    return (
+        f"note: LDMPipeline samples with DDIM only; this run's own sampler is {ours.sampler}{scaled}: "
+        f"ddpm sample RUN --sampler ddim --eta 0 --eps-scale 1 --spacing {spacing} --steps S draws what "
+        "LDMPipeline(num_inference_steps=S, eta=0) draws"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """``ddpm export``: print the folder written (and how to sample a class-conditional export)."""
-    out = export_run(
+    out, model = _export(
         args.path, args.out_dir, format=args.format, overwrite=args.overwrite, weights=args.weights
     )
     print(out)
+    note = sampler_note(model)
+    if note is not None:
+        print(note)
     class_rows = json.loads((out / "unet" / "config.json").read_text()).get("num_class_embeds")
     if class_rows is not None:
         print(

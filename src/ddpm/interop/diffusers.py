@@ -265,18 +265,34 @@ def export_diffusers(
     ``learned_variance``: the net outputs 2C channels, written as ``variance_type="learned_range"``."""
     if not isinstance(net, UNet):
         raise ValueError(f"export_diffusers needs a UNet, got {type(net).__name__}")
-    if net.config != config:
-        raise ValueError(f"config {config} is not the net's config {net.config}")
+    check_net_config(net, config)
     check_variance_channels(config, learned_variance)
     scheduler_config = schedule_to_diffusers(schedule, parameterization, clip_x0, variance, learned_variance)
-    unet_config = unet_config_to_diffusers(config)
     folder = Path(folder)
-    for sub in ("unet", "scheduler"):
-        (folder / sub).mkdir(parents=True, exist_ok=True)
-    save_file(state_dict_to_diffusers(net), folder / "unet" / WEIGHTS_NAME, metadata={"format": "pt"})
-    (folder / "unet" / CONFIG_NAME).write_text(json.dumps(unet_config, indent=2) + "\n")
-    (folder / "scheduler" / SCHEDULER_CONFIG_NAME).write_text(json.dumps(scheduler_config, indent=2) + "\n")
+    write_unet(net, config, folder / "unet")
+    write_json(folder / "scheduler" / SCHEDULER_CONFIG_NAME, scheduler_config)
     model_index = {"_class_name": "DDPMPipeline", "scheduler": ["diffusers", "DDPMScheduler"],
                    "unet": ["diffusers", "UNet2DModel"]}  # fmt: skip
-    (folder / "model_index.json").write_text(json.dumps(model_index, indent=2) + "\n")
+    write_json(folder / MODEL_INDEX_NAME, model_index)
     return folder
+
+
+def write_unet(net: UNet, config: UNetConfig, folder: Path) -> Path:
+    """``folder`` as ``UNet2DModel.save_pretrained`` writes it: config.json and the safetensors weights."""
+    check_net_config(net, config)
+    diffusers_config = unet_config_to_diffusers(config)  # refuses what UNet2DModel cannot hold, first
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(state_dict_to_diffusers(net), folder / WEIGHTS_NAME, metadata={"format": "pt"})
+    write_json(folder / CONFIG_NAME, diffusers_config)
+    return folder
+
+
+def check_net_config(net: UNet, config: UNetConfig) -> None:
+    if net.config != config:
+        raise ValueError(f"config {config} is not the net's config {net.config}")
+
+
+def write_json(path: Path, content: dict[str, Any]) -> None:
+    """A diffusers config file (indented JSON and a final newline, as diffusers writes them)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(content, indent=2) + "\n")

@@ -29,6 +29,12 @@ DEFAULT_SAMPLER, DEFAULT_STEPS = "ddim", 50
 # diffusers' timestep_spacing → ours (``leading`` with steps_offset=0 is our ``uniform``).
 SPACINGS = {"leading": "uniform", "trailing": "trailing"}
 SCHEDULE_NAMES = ("linear", "cosine", "sigmoid")  # ours, recognised by their β
+# Issue 21: no lossy ControlNet export (our branch and base stay in our own format).
+CONTROL_REFUSAL = (
+    "a ControlNet run cannot be exported to diffusers: its ControlNetModel pairs only with "
+    "UNet2DConditionModel, whose middle block cannot hold our U-Net's attention middle (diffusers issue "
+    "5861), so the run directory (safetensors + TOML) is the format; share that instead"
+)
 IMAGE_CLIP = 1.0  # our image models sample with x̂₀ clipped to [−1, 1]: exported as clip_sample
 
 
@@ -75,7 +81,9 @@ def from_diffusers(folder: str | Path, *, device: str | torch.device = "cpu") ->
 
 
 def check_exportable(model: DiffusionModel) -> None:
-    """Refuse, in one line, a model diffusers' UNet2DModel cannot hold."""
+    """Refuse, in one line, a model diffusers' UNet2DModel cannot hold, and any ControlNet run."""
+    if model.spec.control is not None:
+        raise ValueError(CONTROL_REFUSAL)
     if model.kind != "images" or not isinstance(model.net, UNet):
         raise ValueError(
             f"a model of {model.kind} ({type(model.net).__name__}) cannot be exported to diffusers: "
