@@ -173,3 +173,27 @@ def test_bad_poster_requests_are_refused(run_dir, tmp_path):
         render_poster(tmp_path / "nowhere", samples=fake_images(4))
     with pytest.raises(ValueError, match="url='  ' is empty"):
         render_poster(run_dir, samples=fake_images(4), url="  ")
+
+
+def fake_control_panel(levels=True):
+    from ddpm.viz.poster_pictures import ControlPanel
+
+    images = fake_images(8, seed=2)
+    measured = {"controlled": 0.61, "chance": 0.2, "ceiling": 1.0} if levels else None
+    return ControlPanel("canny", images[:, :1], images, fake_images(8, seed=3), "edge F1", measured, 64)
+
+
+def test_a_control_run_poster_shows_controls_samples_real_and_the_adherence(run_dir):
+    panel = fake_control_panel()
+    _, layout = render_poster(run_dir, control=panel, **full_inputs())
+    assert layout.violations() == []
+    names = [b.name for b in layout.boxes]
+    assert names.index("samples") < names.index("control") and "reverse" not in names  # in its place
+    assert "64 measured" in " ".join(layout["control_caption"].lines)
+    assert panel.rows() == [("edge F1, controlled", "0.61"), ("edge F1, chance (base)", "0.2"),
+                            ("edge F1, ceiling (real)", "1"), ("held-out controls", "64")]  # fmt: skip
+    _, plain = render_poster(run_dir, **full_inputs())
+    assert layout["metrics"].h > plain["metrics"].h  # the adherence rows joined the table of values
+    panel = fake_control_panel(levels=False)
+    _, layout = render_poster(run_dir, control=panel, **full_inputs())
+    assert "no adherence measure" in " ".join(layout["control_caption"].lines) and panel.rows() == []

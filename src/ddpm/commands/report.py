@@ -2,7 +2,9 @@
 
 The run's checkpoint is loaded once; the samples, the reverse-process strip and (for a run that logged
 no evaluation) the headline metrics and quality-against-steps curve all come from that one model,
-drawn with the run's own sampler.
+drawn with the run's own sampler. A ControlNet run's poster also shows held-out controls | samples | real
+images and its control kind's adherence for the controlled model, the base without control (chance) and
+the real images (the ceiling), on the same held-out controls.
 """
 
 from __future__ import annotations
@@ -10,12 +12,14 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ddpm.command_support import (
     OpenedRun,
     SamplerFlags,
     UsageError,
     check_out,
+    control_comparison,
     device_for,
     draw_for_scoring,
     gather,
@@ -23,12 +27,18 @@ from ddpm.command_support import (
     prepare_real,
 )
 from ddpm.eval import score
+from ddpm.eval.adherence import ADHERENCE_NAMES
 from ddpm.interop.diffusers import is_diffusers_folder
 from ddpm.model import SamplingConfig
+
+if TYPE_CHECKING:  # the pictures' modules load matplotlib: imported where a poster is drawn
+    from ddpm.viz import ControlPanel
 
 POSTER_SUFFIXES = (".pdf", ".png", ".svg")
 QUALITY_STEPS = (5, 10, 20, 50)  # sampler steps of the poster's quality-against-steps curve
 HEADLINE_METRICS = ("fd", "precision", "recall")
+CONTROL_IMAGES = 64  # held-out controls a ControlNet run's adherence is measured on
+CONTROL_COLUMNS = 8  # of them shown on the poster
 
 
 def describe_sampler(settings: SamplingConfig) -> str:
@@ -67,6 +77,23 @@ def quick_metrics(
     return headline, quality
 
 
+def control_panel(opened: OpenedRun, *, n: int = CONTROL_IMAGES, seed: int = 0) -> ControlPanel | None:
+    """A ControlNet run's adherence on ``n`` held-out controls (controlled, chance, ceiling: ``ddpm.eval.
+    adherence_levels``) and the first of them as controls | samples | real images; None for other runs."""
+    from ddpm import viz
+
+    if opened.model.spec.control is None:
+        return None
+    found = control_comparison(opened, n=n, seed=seed, uncontrolled=True)
+    levels = found.adherence()
+    shown = slice(0, CONTROL_COLUMNS)
+    return viz.ControlPanel(
+        kind=found.kind, controls=found.controls[shown], samples=found.samples[shown], real=found.real[shown],
+        measure=ADHERENCE_NAMES.get(found.kind, "adherence"), n=len(found.real),
+        levels=None if levels is None else {level: value.mean for level, value in levels.items()},
+    )  # fmt: skip
+
+
 def make_report(
     run_dir: str | Path,
     out: str | Path,
@@ -93,12 +120,13 @@ def make_report(
     caption = f"Samples from the EMA weights, {describe_sampler(opened.model.sampling)}."
     found = None if opened.run_dir.eval_path.exists() else quick_metrics(opened, device=device)
     metrics, quality = (None, None) if found is None else found
+    control = control_panel(opened)
     viz.make_poster(
         opened.run_dir.path, out, samples=pictures.samples, data=pictures.real,
         trajectory=pictures.trajectory, title=title, authors=authors, url=url, page=page,
         text=viz.PosterText(samples_caption=caption), metrics=metrics,
         quality_vs_steps=None if quality is None else {opened.model.sampling.sampler: quality},
-        quality_metric=None if metrics is None else next(iter(metrics)),
+        quality_metric=None if metrics is None else next(iter(metrics)), control=control,
     )  # fmt: skip
     return out
 

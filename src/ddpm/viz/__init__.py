@@ -16,6 +16,7 @@ from ddpm.viz.figures import figure_to_array, new_figure, save_figure
 from ddpm.viz.grid import make_grid, save_grid, to_uint8, upscale_nearest
 from ddpm.viz.layout import Box, PosterLayout
 from ddpm.viz.poster import make_poster, render_poster
+from ddpm.viz.poster_pictures import ControlPanel
 from ddpm.viz.poster_text import PosterText
 from ddpm.viz.process import (
     DEFAULT_FORWARD_STEPS,
@@ -31,6 +32,7 @@ from ddpm.viz.schedule_plots import plot_schedules
 __all__ = [
     "DEFAULT_FORWARD_STEPS",
     "Box",
+    "ControlPanel",
     "PosterLayout",
     "PosterText",
     "RunInfo",

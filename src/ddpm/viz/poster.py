@@ -15,20 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
-import numpy as np
-import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyBboxPatch
 from torch import Tensor
 
-from ddpm.diffusion import make_schedule
 from ddpm.eval.samples import load_samples_npz
 from ddpm.rundir import RunDir
 from ddpm.viz import guidelines as g
 from ddpm.viz.curves import draw_loss, draw_metric, draw_quality_vs_steps, metric_names
 from ddpm.viz.figures import FIGURE_FORMATS, new_figure
-from ddpm.viz.grid import check_images
 from ddpm.viz.guidelines import PageSpec, page_spec
 from ddpm.viz.layout import (
     Box,
@@ -42,7 +38,6 @@ from ddpm.viz.layout import (
     with_pixels,
 )
 from ddpm.viz.poster_graphics import (
-    MAX_POINTS,
     Graphic,
     chart_graphic,
     lines_graphic,
@@ -51,6 +46,7 @@ from ddpm.viz.poster_graphics import (
     table_graphic,
     table_of_values,
 )
+from ddpm.viz.poster_pictures import ControlPanel, Pictures, images_or_points, poster_pictures
 from ddpm.viz.poster_text import (
     ALGORITHM_1,
     ALGORITHM_2,
@@ -63,20 +59,9 @@ from ddpm.viz.poster_text import (
 from ddpm.viz.process import (
     ImageTable,
     TrajectoryLike,
-    default_forward_steps,
-    forward_table,
-    forward_trajectory,
-    image_table,
-    is_points,
-    reverse_table,
-    select_steps,
 )
-from ddpm.viz.qr import qr_pixels
 from ddpm.viz.run_files import RunInfo, load_run
 
-SAMPLE_GRID_COLUMNS = 12  # a wide grid: the results column also holds the reverse strip and curves
-SAMPLE_GRID_ROWS = (4, 6, 8)  # tried in turn; the layout that best follows the guidelines wins
-FORWARD_ROWS, REVERSE_SAMPLES = 2, 1  # images in the forward strip; samples (two rows each) in the reverse
 QR_SIDE_LINES = 8  # QR code side in body-text lines (4″ on the poster, 8″ printed)
 BODY_GROWTH = 1.25  # the body text may grow to this multiple of the page's body size to fill its share
 REFERENCE = "Ho, Jain, Abbeel. Denoising diffusion probabilistic models. NeurIPS 2020."
@@ -91,67 +76,7 @@ class _Request:
     url: str | None
     quality_vs_steps: Mapping[str, Mapping[int, float]] | None
     quality_metric: str
-
-
-@dataclass(frozen=True)
-class _Pictures:
-    """Everything expensive or data-dependent, computed once whatever the text size."""
-
-    samples: list[ImageTable] | list[list[Tensor]]  # image grids (one per row count), or point panels
-    sample_titles: list[str]
-    forward: ImageTable | list[Tensor]
-    forward_titles: list[str]
-    reverse: ImageTable | list[list[Tensor]] | None
-    reverse_titles: list[str]
-    qr: ImageTable | None
-
-
-def _images_or_points(x: Tensor, name: str) -> Tensor:
-    x = torch.as_tensor(x).detach().to("cpu", torch.float32)
-    return x if is_points(x) else check_images(x, name)
-
-
-def _pictures(
-    samples: Tensor,
-    data: Tensor | None,
-    trajectory: Sequence[TrajectoryLike] | None,
-    facts: RunFacts,
-    url: str | None,
-    seed: int,
-) -> _Pictures:
-    schedule = make_schedule(facts.schedule, facts.num_steps)
-    steps = default_forward_steps(facts.num_steps)
-    generator = torch.Generator().manual_seed(seed)
-    x0 = data if data is not None else samples
-    if is_points(x0):
-        forward = forward_trajectory(x0[:MAX_POINTS], schedule, steps, generator=generator)
-    else:
-        forward = forward_table(x0[:FORWARD_ROWS], schedule, steps, generator=generator)
-    if is_points(samples):
-        panels = [data, samples] if data is not None and is_points(data) else [samples]
-        sample_titles = ["data", "samples"] if len(panels) == 2 else ["samples"]
-        sample_pics: list = [panels]
-    else:
-        cols = min(SAMPLE_GRID_COLUMNS, samples.shape[0])
-        row_counts = sorted({min(rows, samples.shape[0] // cols) for rows in SAMPLE_GRID_ROWS})
-        grids = [samples[: rows * cols].reshape(rows, cols, *samples.shape[1:]) for rows in row_counts]
-        sample_pics = [image_table(grid, padding=2) for grid in grids]
-        sample_titles = []
-    reverse, reverse_titles = None, []
-    if trajectory:
-        chosen = select_steps(trajectory)
-        reverse_titles = [f"t = {s.t + 1}" for s in chosen]
-        if is_points(chosen[0].x_t):
-            reverse = [[s.x_t for s in chosen], [s.x0_pred for s in chosen]]
-        else:
-            reverse = reverse_table(chosen, REVERSE_SAMPLES)
-    qr = None
-    if url:
-        modules = torch.from_numpy(qr_pixels(url).astype(np.float32) / 127.5 - 1)  # (H, W) in [-1, 1]
-        qr = image_table(modules[None, None, None], padding=0)
-    return _Pictures(
-        sample_pics, sample_titles, forward, [f"t = {s}" for s in steps], reverse, reverse_titles, qr
-    )
+    control: ControlPanel | None = None  # a ControlNet run's controls, samples and adherence
 
 
 def _progress_chart(
@@ -180,7 +105,7 @@ class _Columns:
     spec: PageSpec
     run: RunInfo
     words: PosterText
-    pictures: _Pictures
+    pictures: Pictures
     request: _Request
     graphics: dict[str, Graphic] = dataclasses.field(default_factory=dict)
 
@@ -228,7 +153,13 @@ class _Columns:
         pictures, log, heading = self.pictures, self.run.log, self.heading("h_results", "Results")
         samples = self.picture("samples", pictures.samples[variant], pictures.sample_titles, [])
         column = [[heading, samples, self.text("samples_caption", self.words.samples_caption)]]
-        if pictures.reverse is not None:
+        control = self.request.control
+        if (
+            control is not None
+        ):  # a ControlNet run's story is its controls: they take the reverse strip's place
+            picture = self.add(control.picture(self.spec, self.request.final_dpi))
+            column.append([picture, self.text("control_caption", control.caption())])
+        elif pictures.reverse is not None:
             reverse = self.picture("reverse", pictures.reverse, pictures.reverse_titles, ["xₜ", "x̂₀"])
             caption = "Reverse process: xₜ (top) and the predicted x̂₀ (bottom) of one sample."
             column.append([reverse, self.text("reverse_caption", caption)])
@@ -248,6 +179,7 @@ class _Columns:
         if progress:
             column.append([self.add(progress[0]), self.text("quality_caption", progress[1])])
         row = [(k, format_value(v)) for k, v in metrics.items()]
+        row += request.control.rows() if request.control is not None else []
         side_by_side = [self.add(table_of_values("metrics", row, spec))] if row else []
         if qr is not None:
             side = QR_SIDE_LINES * spec.body_pt * 1.3 / 72
@@ -305,6 +237,7 @@ def render_poster(
     page: str = "poster",
     final_dpi: float = g.GRAPHICS_MIN_DPI_FINAL,
     seed: int = 0,
+    control: ControlPanel | None = None,
 ) -> tuple[Figure, PosterLayout]:
     """Lay out and draw a run's poster; see :func:`make_poster` for the arguments."""
     base, run = page_spec(page), load_run(run_dir)
@@ -313,15 +246,15 @@ def render_poster(
     final_npz = RunDir(run.run_dir).final_samples_npz
     if samples is None and not final_npz.is_file():
         raise ValueError(f"no samples for the poster of {run.run_dir}: pass samples or write {final_npz}")
-    samples = _images_or_points(load_samples_npz(final_npz)[0] if samples is None else samples, "samples")
-    data = _images_or_points(data, "data") if data is not None else None
+    samples = images_or_points(load_samples_npz(final_npz)[0] if samples is None else samples, "samples")
+    data = images_or_points(data, "data") if data is not None else None
     if metrics is None:
         metrics = {k: v for k, v in (run.evals[-1] if run.evals else {}).items() if k != "step"}
     metrics = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     facts = RunFacts.of(run)
     words = default_texts(facts, metrics, text)
-    pictures = _pictures(samples, data, trajectory, facts, url, seed)
-    request = _Request(final_dpi, data is not None, url, quality_vs_steps, quality_metric)
+    pictures = poster_pictures(samples, data, trajectory, facts, url, seed)
+    request = _Request(final_dpi, data is not None, url, quality_vs_steps, quality_metric, control)
 
     def build(spec: PageSpec, variant: int) -> tuple[list[list[Section]], dict[str, Graphic]]:
         columns = _Columns(spec, run, words, pictures, request)
@@ -376,7 +309,9 @@ def make_poster(
     {sampler: {steps: value}} named ``quality_metric``; ``title``, ``authors``; ``url`` for the QR
     code; ``text`` a :class:`PosterText` replacing generated texts; ``page`` "poster" (47″ × 23.5″),
     "a4" or "letter" (one-page landscape handouts); ``final_dpi`` the resolution of bitmaps at final
-    (printed) size; ``seed`` for the forward strip's noise.
+    (printed) size; ``seed`` for the forward strip's noise; ``control`` a ControlNet run's
+    :class:`~ddpm.viz.poster_pictures.ControlPanel` (its picture goes under the samples in place of the
+    reverse strip, its adherence table into the conclusion column).
 
     PDF and SVG embed bitmaps at ``final_dpi`` (at final size); PNG is rendered at ``png_dpi``
     (default 100 for the poster, 200 for handouts). Broken guidelines are reported as warnings.
