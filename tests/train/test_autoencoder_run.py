@@ -62,7 +62,16 @@ def test_an_autoencoder_config_round_trips_without_diffusion_tables(tmp_path):
     [
         ("data.class_conditional=true", r"data.class_conditional applies to diffusion runs"),
         ("run.eval_every=2", r"run.eval_every applies to diffusion runs"),
-        ("autoencoder_loss.disc_weight=0.5", r"autoencoder_loss.disc_weight > 0 \(the patch GAN\) is not"),
+        (
+            "autoencoder_loss.disc_weight=0.5",
+            r"^autoencoder_loss.disc_num_layers=3 leaves no patch of 8×8 images to judge; use at most 1$",
+        ),
+        ("autoencoder_loss.disc_weight=-0.5", r"^autoencoder_loss: disc_weight -0.5 must be a number ≥ 0$"),
+        (
+            "autoencoder_loss.disc_start_steps=-1",
+            r"^autoencoder_loss: disc_start_steps -1 must be an integer ≥ 0$",
+        ),
+        ("autoencoder_loss.disc_channels=0", r"^autoencoder_loss: disc_channels 0 must be an integer ≥ 1$"),
         ("data.image_size=7", r"model does not fit data 'digits' of shape \(1, 7, 7\): image_size 7 cannot"),
     ],
 )

@@ -32,6 +32,30 @@ def test_round_trip_restores_every_tensor(tmp_path):
     torch.optim.AdamW(net.parameters(), lr=1e-3).load_state_dict(restored)  # accepted by torch
 
 
+def test_an_objectives_own_tensors_share_the_trainer_file_apart_from_the_optimizers(tmp_path):
+    model, ema, optimizer = _state()
+    extra = {"discriminator.w": torch.arange(3.0), "disc_optimizer.state.0.step": torch.tensor(2.0)}
+    sampler = {"history": torch.ones(2)}
+    path = save_checkpoint(tmp_path, 1, model=model, ema=ema, optimizer=optimizer, meta={},
+                           timestep_sampler=sampler, extra=extra)  # fmt: skip
+    loaded = load_checkpoint(path)
+    assert loaded.extra.keys() == extra.keys() and all(torch.equal(loaded.extra[k], extra[k]) for k in extra)
+    assert loaded.timestep_sampler.keys() == {"history"}
+    assert all(key.startswith("state.") for key in loaded.optimizer)
+    optimizer_from_tensors(loaded.optimizer, loaded.meta["optimizer"])  # nothing foreign among the moments
+    assert load_checkpoint(save_checkpoint(tmp_path, 2, model=model, ema=ema, optimizer=optimizer,
+                                           meta={})).extra == {}  # fmt: skip
+
+
+@pytest.mark.parametrize("key", ["state.0.exp_avg", "timestep_sampler.history"])
+def test_extra_tensors_may_not_take_the_trainers_own_prefixes(tmp_path, key):
+    model, ema, optimizer = _state()
+    with pytest.raises(ValueError, match=rf"^extra checkpoint tensor '{key}' takes a prefix the trainer's"):
+        save_checkpoint(tmp_path, 1, model=model, ema=ema, optimizer=optimizer, meta={},
+                        extra={key: torch.zeros(1)})  # fmt: skip
+    assert not (tmp_path / "checkpoints").exists()
+
+
 def test_keep_last_prunes_only_after_the_new_one_is_complete(tmp_path):
     model, ema, optimizer = _state()
     for step in (1, 2, 3):

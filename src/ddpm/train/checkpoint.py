@@ -2,8 +2,9 @@
 
 The layout of a checkpoint folder (``checkpoints/step_0001000/``), its names and its verification
 belong to :mod:`ddpm.rundir`; this module writes it, and reads back what only training needs (the
-optimizer's moments, keyed ``state.<param index>.<name>``, and for importance-sampled L_vlb the timestep
-sampler's loss history, keyed ``timestep_sampler.<name>``, in the same file).
+optimizer's moments, keyed ``state.<param index>.<name>``; for importance-sampled L_vlb the timestep
+sampler's loss history, keyed ``timestep_sampler.<name>``; and an objective's own training state, such as
+an autoencoder run's patch discriminator and its optimizer, under prefixes of its own, in the same file).
 
 How a crash at any instant leaves the folder (each step is a rename, atomic on POSIX):
 
@@ -55,9 +56,13 @@ class Checkpoint:
     ema: dict[str, Tensor]
     optimizer: dict[str, Tensor]
     timestep_sampler: dict[str, Tensor] = field(default_factory=dict)  # {} for a run without one
+    # the objective's own tensors (an autoencoder run's discriminator: ``discriminator.…``); {} if none
+    extra: dict[str, Tensor] = field(default_factory=dict)
 
 
-# The prefix of the timestep sampler's tensors in the optimizer file (the trainer's own file).
+# The prefixes of the optimizer's moments and of the timestep sampler's tensors in the optimizer file (the
+# trainer's own file); any other key there is an objective's own state (Checkpoint.extra).
+OPTIMIZER_PREFIX = "state."
 TIMESTEP_SAMPLER_PREFIX = "timestep_sampler."
 
 
@@ -95,6 +100,7 @@ def save_checkpoint(
     meta: dict[str, Any],
     keep_last: int = 2,
     timestep_sampler: dict[str, Tensor] | None = None,
+    extra: dict[str, Tensor] | None = None,
 ) -> Path:
     """Write a checkpoint into a temporary folder, fsync it, then rename it into place.
 
@@ -102,7 +108,8 @@ def save_checkpoint(
     the new one complete or no trace of it. A write error (disk full, read-only folder) raises
     OSError naming the checkpoint, after removing the temporary folder. Older checkpoints are
     pruned to ``keep_last`` only after the new one is in place. ``timestep_sampler``: its state dict,
-    kept beside the optimizer's moments (nothing is added for a run without one).
+    kept beside the optimizer's moments (nothing is added for a run without one). ``extra``: an
+    objective's own tensors, keyed with a prefix of its own (neither ``state.`` nor ``timestep_sampler.``).
     """
     final = RunDir(run_dir).checkpoint_dir(step)
     folder = final.parent
@@ -110,6 +117,10 @@ def save_checkpoint(
     opt_tensors, opt_rest = optimizer_to_tensors(optimizer)
     for name, value in (timestep_sampler or {}).items():
         opt_tensors[TIMESTEP_SAMPLER_PREFIX + name] = value.detach().cpu().contiguous()
+    for name, value in (extra or {}).items():
+        if name.startswith((OPTIMIZER_PREFIX, TIMESTEP_SAMPLER_PREFIX)):
+            raise ValueError(f"extra checkpoint tensor {name!r} takes a prefix the trainer's file reserves")
+        opt_tensors[name] = value.detach().cpu().contiguous()
     contents = (
         safetensors_bytes(_cpu(model)),
         safetensors_bytes(_cpu(ema)),
@@ -224,14 +235,16 @@ def load_checkpoint(path: Path, *, with_optimizer: bool = True) -> Checkpoint:
     trainer = read_tensor_file(path, OPTIMIZER_FILE) if with_optimizer else {}
     sampler = {k[len(TIMESTEP_SAMPLER_PREFIX):]: v for k, v in trainer.items()
                if k.startswith(TIMESTEP_SAMPLER_PREFIX)}  # fmt: skip
+    own = (OPTIMIZER_PREFIX, TIMESTEP_SAMPLER_PREFIX)
     return Checkpoint(
         path=path,
         step=int(meta["step"]),
         meta=meta,
         model=read_weights(path, "model"),
         ema=read_weights(path, "ema"),
-        optimizer={k: v for k, v in trainer.items() if not k.startswith(TIMESTEP_SAMPLER_PREFIX)},
+        optimizer={k: v for k, v in trainer.items() if k.startswith(OPTIMIZER_PREFIX)},
         timestep_sampler=sampler,
+        extra={k: v for k, v in trainer.items() if not k.startswith(own)},
     )
 
 

@@ -20,6 +20,7 @@ from ddpm.diffusion.eps_scaling import check_eps_scale
 from ddpm.diffusion.samplers import spacings_for
 from ddpm.model import NET_KINDS, ModelSpec, NetConfig
 from ddpm.nets import AutoencoderConfig, MLPConfig, UNetConfig
+from ddpm.nets.discriminator import patch_grid_size
 from ddpm.nets.latent_codec import LatentConfig
 from ddpm.train.autoencoder_loss import AutoencoderLossConfig
 from ddpm.train.distributed import batch_plan
@@ -228,7 +229,8 @@ class TrainConfig:
 
 
 def _check_autoencoder_run(config: TrainConfig) -> None:
-    """What an autoencoder run cannot take: a latent space of its own, labels, evaluation, the GAN (yet)."""
+    """What an autoencoder run cannot take: a latent space of its own, labels, evaluation, a patch
+    discriminator deeper than its images allow."""
     if config.latent.autoencoder:
         raise ConfigError("latent.autoencoder names the autoencoder a diffusion run models; an autoencoder "
                           "run cannot have one (leave --latent out with --kind autoencoder)")  # fmt: skip
@@ -237,9 +239,14 @@ def _check_autoencoder_run(config: TrainConfig) -> None:
     if config.run.eval_every:
         raise ConfigError("run.eval_every applies to diffusion runs; an autoencoder run's previews show its "
                           "reconstructions (set run.eval_every = 0)")  # fmt: skip
-    if config.autoencoder_loss.disc_weight:
-        raise ConfigError("autoencoder_loss.disc_weight > 0 (the patch GAN) is not trained by ddpm train "
-                          "yet; leave it at 0 (L1 + KL)")  # fmt: skip
+    loss, size = config.autoencoder_loss, config.model.image_size
+    if loss.disc_weight and patch_grid_size(size, loss.disc_num_layers) < 1:
+        fits = [n for n in range(1, loss.disc_num_layers) if patch_grid_size(size, n) >= 1]
+        fix = f"use at most {fits[-1]}" if fits else "set autoencoder_loss.disc_weight = 0"
+        raise ConfigError(
+            f"autoencoder_loss.disc_num_layers={loss.disc_num_layers} leaves no patch of {size}×{size} "
+            f"images to judge; {fix}"
+        )
 
 
 def model_kind(model: NetConfig | AutoencoderConfig) -> str:

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from ddpm.devices import resolve_device
 
@@ -153,6 +155,15 @@ def distributed_session(device_name: str, timeout_s: float) -> Iterator[DistCont
     finally:
         if owned and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def ddp_wrap(module: nn.Module, ctx: DistContext) -> nn.Module:
+    """``module`` in DistributedDataParallel under torchrun, which averages its gradients over ranks during
+    backward (and checks that the ranks' weights agree); ``module`` itself for one process."""
+    if not ctx.distributed:
+        return module
+    device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+    return DistributedDataParallel(module, device_ids=device_ids)
 
 
 def all_sum(values: torch.Tensor, ctx: DistContext) -> torch.Tensor:

@@ -15,11 +15,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from ddpm.control import controlled_net, trained_part
 from ddpm.data import Dataset
-from ddpm.diffusion.timestep_sampler import LossSecondMomentResampler
 from ddpm.nets import build_net
 from ddpm.rundir import RunDir
 from ddpm.train.checkpoint import (
@@ -38,6 +36,7 @@ from ddpm.train.distributed import (
     any_ranks,
     barrier,
     batch_plan,
+    ddp_wrap,
     grad_scaler,
     resolve_precision,
 )
@@ -178,14 +177,12 @@ def _setup(
     ema = EMA(model, config.optim.ema_decay, config.optim.ema_warmup) if ctx.is_main else None
     optimizer = build_optimizer(model, config, device)
     scaler = grad_scaler(precision, device)  # fp16 only
-    objective = build_objective(config, dataset)
+    objective = build_objective(config, dataset, ctx)
     order = EpochOrder(len(dataset), run.batch_size, run.seed)
     step, counters = 0, {}
     if resume_from is not None:
-        step, counters = _restore(resume_from, model, ema, optimizer, scaler, objective.timestep_sampler)
-    # DDP averages gradients over ranks during backward (and checks that the ranks' weights agree).
-    device_ids = [device.index] if device.type == "cuda" else None
-    net = DistributedDataParallel(model, device_ids=device_ids) if ctx.distributed else model
+        step, counters = _restore(resume_from, model, ema, optimizer, scaler, objective)
+    net = ddp_wrap(model, ctx)  # DDP averages gradients over ranks during backward
     progress = Progress(total=run.steps, initial=step, batch_size=run.batch_size, enabled=ctx.is_main)
     return _Training(
         config, dataset, run_dir, ctx, plan, precision, model, net, ema, optimizer, scaler, objective,
@@ -205,12 +202,11 @@ def _restore(
     ema: EMA | None,
     optimizer: torch.optim.Optimizer,
     scaler: Any,
-    timestep_sampler: LossSecondMomentResampler | None,
+    objective: DiffusionObjective | AutoencoderObjective,
 ) -> tuple[int, dict[str, Any]]:
     """Load a checkpoint into the training state; return its step and saved counters."""
     checkpoint = load_checkpoint(path)
-    if timestep_sampler is not None and checkpoint.timestep_sampler:  # else (--force) it starts afresh
-        timestep_sampler.load_state_dict(checkpoint.timestep_sampler)
+    objective.load_state(checkpoint)  # a timestep sampler's history, a discriminator and its optimizer
     trained_part(model).load_state_dict(checkpoint.model)  # a ControlNet run's: its branch alone
     if ema is not None:
         trained_part(ema.model).load_state_dict(checkpoint.ema)
@@ -285,6 +281,7 @@ def _log_interval(t: _Training, grad_norm: torch.Tensor) -> None:
         "epoch": t.order.epoch_of(t.step),
         "skipped_steps": t.skipped,
         "threads": torch.get_num_threads(),
+        **t.objective.log_fields(),  # an autoencoder's GAN: its interval means
     }
     if t.ctx.is_main:
         with t.run_dir.log_path.open("a") as f:
@@ -327,7 +324,8 @@ def _save(t: _Training, at_step: int) -> None:
         return
     # a ControlNet run saves its branch alone: the base's weights stay in the base run
     model_state, ema_state = trained_part(t.model).state_dict(), trained_part(t.ema.model).state_dict()
-    sampler = t.objective.timestep_sampler
+    sampler, extra = t.objective.timestep_sampler, t.objective.checkpoint_tensors()
+    assert_finite(extra, "training state")
     assert_finite(model_state, "model weights")
     assert_finite(ema_state, "EMA weights")
     assert_finite(_optimizer_tensors(t.optimizer), "optimizer state")
@@ -338,6 +336,7 @@ def _save(t: _Training, at_step: int) -> None:
         ema=ema_state,
         optimizer=t.optimizer.state_dict(),
         timestep_sampler=None if sampler is None else sampler.state_dict(),
+        extra=extra,
         meta={
             "config": config_to_dict(t.config),
             "data_fingerprint": t.dataset.fingerprint,
