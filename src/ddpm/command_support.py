@@ -20,7 +20,8 @@ from PIL import UnidentifiedImageError
 from torch import Tensor
 
 from ddpm import editing
-from ddpm.data import load_dataset
+from ddpm.data import Dataset, load_dataset
+from ddpm.data.controls import control_key, controls_by_name, load_control_images
 from ddpm.data.user_images import load_images, load_mask
 from ddpm.devices import resolve_device
 from ddpm.diffusion.eps_scaling import check_eps_scale
@@ -250,16 +251,33 @@ def control_comparison(
     opened: OpenedRun, *, n: int = 8, seed: int = 0, uncontrolled: bool = False, batch_size: int = 256
 ) -> editing.ControlComparison:
     """A ControlNet run's samples drawn, with its own sampler, from the controls of ``n`` held-out images
-    (the test split of its data, chosen by ``seed``), with their labels for a class-conditional model;
-    with ``uncontrolled``, the same noises and labels without control too (``editing.compare_control``)."""
-    model = opened.model
-    if model.spec.control is None or opened.config is None:
+    (the test split of its data, chosen by ``seed``; for users' own controls, among the images that have
+    one in the run's control folder), with their labels for a class-conditional model; with
+    ``uncontrolled``, the same noises and labels without control too (``editing.compare_control``)."""
+    model, control = opened.model, opened.model.spec.control
+    if control is None or opened.config is None:
         raise UsageError("control pictures need a ControlNet run (ddpm train --controlnet BASE --control K)")
     dataset = load_data(opened.config, split=HELD_OUT_SPLIT)
-    rows = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[: min(n, len(dataset))]
+    pool = _paired_rows(dataset, control.folder) if control.kind == "folder" else torch.arange(len(dataset))
+    rows = pool[torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))[:n]]
+    controls = None
+    if control.kind == "folder":
+        names = [dataset.names[i] for i in rows]
+        shape = (control.control_channels, *model.sample_shape[1:])
+        controls = load_control_images(control.folder, shape, names)
     labels = dataset.labels[rows] if model.num_classes is not None else None
-    return editing.compare_control(model, dataset.batch(rows), labels=labels, uncontrolled=uncontrolled,
-                                   seed=seed, batch_size=batch_size)  # fmt: skip
+    return editing.compare_control(model, dataset.batch(rows), controls=controls, labels=labels,
+                                   uncontrolled=uncontrolled, seed=seed, batch_size=batch_size)  # fmt: skip
+
+
+def _paired_rows(dataset: Dataset, folder: str) -> Tensor:
+    """Rows of ``dataset`` whose image has a control image in users' ``folder`` (paired by relative name)."""
+    found = controls_by_name(folder)
+    rows = [i for i, name in enumerate(dataset.names or ()) if control_key(name) in found]
+    if not rows:
+        raise UsageError(f"control folder {folder!r} has no control image for any {HELD_OUT_SPLIT} image of "
+                         f"data {dataset.spec!r}; control pictures pair them by relative name")  # fmt: skip
+    return torch.tensor(rows)
 
 
 def real_data_options(run_data: DataConfig | None, root: str | None = None) -> dict[str, Any]:

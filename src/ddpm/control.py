@@ -114,10 +114,13 @@ def base_checkpoint(control: ControlConfig) -> Path:
 
 
 def recorded(control: ControlConfig) -> tuple[ControlConfig, Path]:
-    """``control`` with its base as an absolute path and the base weights' sha256, and that checkpoint."""
+    """``control`` with its base (and users' control folder) as absolute paths and the base weights' sha256,
+    and that checkpoint."""
     checkpoint = base_checkpoint(control)
     absolute = str(Path(control.base).resolve())
-    return dataclasses.replace(control, base=absolute, base_sha256=weights_sha256(checkpoint)), checkpoint
+    folder = str(Path(control.folder).resolve()) if control.folder else ""
+    sha256 = weights_sha256(checkpoint)
+    return dataclasses.replace(control, base=absolute, base_sha256=sha256, folder=folder), checkpoint
 
 
 def base_net_config(checkpoint: Path) -> UNetConfig:

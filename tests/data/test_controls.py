@@ -164,3 +164,30 @@ def test_control_images_of_another_size_or_nowhere_are_refused(tmp_path):
     np.savez(tmp_path / "controls.npz", images=np.zeros((2, 8, 8, 3), dtype=np.uint8))
     with pytest.raises(ValueError, match=r"holds images of shape \(8, 8, 3\); the model needs \(8, 8, 1\)"):
         load_control_images(tmp_path / "controls.npz", (1, 8, 8))
+
+
+def test_paired_controls_keep_gray_images_and_refuse_colour_among_gray_controls(tmp_path):
+    from ddpm.data.controls import control_key, load_paired_controls
+
+    assert control_key("cat/1.jpg") == control_key("cat/1.png") == "cat/1" != control_key("1.png")
+    gray_as_rgb = np.zeros((4, 4, 3), dtype=np.uint8)
+    gray_as_rgb[1] = 255  # an edge map saved as RGB with equal channels: gray
+    save(tmp_path / "cat" / "1.png", gray_as_rgb)
+    save(tmp_path / "cat" / "2.bmp", np.full((4, 4), 128, dtype=np.uint8))
+    controls = load_paired_controls(tmp_path, (1, 4, 4), ["cat/2.jpg", "cat/1.jpg"], chunk=1)
+    assert (
+        controls.shape == (2, 1, 4, 4) and (controls[1, 0, 1] == 1).all() and (controls[1, 0, 0] == -1).all()
+    )
+    assert ((controls[0] + 1) * 127.5).round().eq(128).all()
+    red = np.zeros((4, 4, 3), dtype=np.uint8)
+    red[..., 0] = 255
+    save(tmp_path / "cat" / "3.png", red)
+    with pytest.raises(
+        ValueError, match=r"control image '.*3\.png' is in colour; this run's controls are gray"
+    ):
+        load_paired_controls(tmp_path, (1, 4, 4), ["cat/1.jpg", "cat/3.jpg"])
+    assert load_paired_controls(tmp_path, (3, 4, 4), ["cat/3.jpg"])[0, 0].eq(1).all()
+    save(tmp_path / "cat" / "3.jpg", red)
+    with pytest.raises(ValueError, match=r"has two images named 'cat/3' \(3\.jpg and 3\.png\); keep one"):
+        load_paired_controls(tmp_path, (3, 4, 4), ["cat/3.jpg"])
+    assert len(load_control_images(tmp_path, (1, 4, 4))) == 4  # listing a folder (ddpm sample) takes both

@@ -91,6 +91,7 @@ def test_directory_with_classes_skips_what_it_should(tmp_path: Path) -> None:
         data = load_dataset(f"folder:{root}", image_size=8)
     assert data.data.shape == (4, 3, 8, 8) and data.class_names == ("cat", "dog")
     assert data.labels.tolist() == [0, 0, 1, 1]  # cat/a, cat/b, dog/c, dog/deeper/d
+    assert data.names == ("cat/a.png", "cat/b.png", "dog/c.jpg", "dog/deeper/d.bmp")  # broken.jpg left out
     assert [s.name for s in unusable_images(data.skipped)] == ["dog/broken.jpg"]
     assert "not an image PIL can read" in unusable_images(data.skipped)[0].reason
     ignored = [s.name for s in data.skipped if s.reason.endswith("(ignored)")]

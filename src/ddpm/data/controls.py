@@ -14,7 +14,7 @@ and −1 (black) elsewhere, as the paper's white-on-black edge maps.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
@@ -118,30 +118,69 @@ def control_channels(kind: str, image_channels: int) -> int:
     return image_channels if kind == "lowres" else 1
 
 
-def control_image_files(directory: str | Path, names: Sequence[str] | None = None) -> list[Path]:
-    """The control images in ``directory``: every image file below it sorted by relative path, or, for
-    ``names`` (data images' relative paths), the file of each name's path and stem with any image suffix
-    (a user's ``cat/1.png`` pairs with the data's ``cat/1.jpg``)."""
+def control_key(name: str | Path) -> str:
+    """What pairs a data image with its control image: the relative path without its suffix (a user's
+    ``cat/1.png`` pairs with the data's ``cat/1.jpg``)."""
+    return PurePosixPath(Path(name).as_posix()).with_suffix("").as_posix()
+
+
+def _image_files(directory: str | Path) -> list[Path]:
+    """Every image file below ``directory``, hidden files and folders aside, sorted by path."""
     root = Path(directory)
     if not root.is_dir():
         raise ValueError(f"control folder {str(root)!r} does not exist (or is not a folder)")
-    found = sorted(
+    return sorted(
         path for path in root.rglob("*")
         if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
         and not any(part.startswith(".") for part in path.relative_to(root).parts)
     )  # fmt: skip
+
+
+def controls_by_name(directory: str | Path) -> dict[str, Path]:
+    """Every control image below ``directory`` by :func:`control_key` of its relative path. Two files of one
+    name (``a.png`` and ``a.jpg``) are refused in one line: which of them pairs would be a guess."""
+    found: dict[str, Path] = {}
+    for path in _image_files(directory):
+        key = control_key(path.relative_to(directory))
+        if key in found:
+            raise ValueError(f"control folder {str(directory)!r} has two images named {key!r} "
+                             f"({found[key].name} and {path.name}); keep one")  # fmt: skip
+        found[key] = path
+    return found
+
+
+def control_image_files(directory: str | Path, names: Sequence[str] | None = None) -> list[Path]:
+    """The control images in ``directory``: every image file below it sorted by relative path, or, for
+    ``names`` (data images' relative paths), the file of each name's :func:`control_key`, in their order."""
     if names is None:
-        if not found:
-            raise ValueError(f"control folder {str(root)!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-        return found
-    by_stem = {path.relative_to(root).with_suffix("").as_posix(): path for path in found}
-    missing = [name for name in names if Path(name).with_suffix("").as_posix() not in by_stem]
+        files = _image_files(directory)
+        if not files:
+            raise ValueError(
+                f"control folder {str(directory)!r} holds no images ({', '.join(IMAGE_SUFFIXES)})"
+            )
+        return files
+    found = controls_by_name(directory)
+    missing = [name for name in names if control_key(name) not in found]
     if missing:
         raise ValueError(
-            f"control folder {str(root)!r} has no image for {missing[0]!r} ({len(missing)} missing); "
+            f"control folder {str(directory)!r} has no image for {missing[0]!r} ({len(missing)} missing); "
             "give one control image per data image, same relative path and name"
         )
-    return [by_stem[Path(name).with_suffix("").as_posix()] for name in names]
+    return [found[control_key(name)] for name in names]
+
+
+def check_control_sizes(files: Sequence[Path], height: int, width: int) -> None:
+    """Refuse, in one line, a control image file that is not ``width``×``height``: resizing would blur an
+    edge map or a mask."""
+    for file in files:
+        if file.suffix.lower() in IMAGE_SUFFIXES and file.is_file():
+            with Image.open(file) as image:
+                size = image.size
+            if size != (width, height):
+                raise ValueError(
+                    f"control image {str(file)!r} is {size[0]}×{size[1]}; this model needs "
+                    f"{width}×{height} (W×H) control images"
+                )
 
 
 def load_control_images(
@@ -155,17 +194,32 @@ def load_control_images(
     if not path.exists():
         raise ValueError(f"control {str(path)!r} does not exist; give an image, a .npz or a folder of images")
     files = control_image_files(path, names) if path.is_dir() or names is not None else [path]
-    _, height, width = control_shape
-    for file in files:
-        if file.suffix.lower() in IMAGE_SUFFIXES and file.is_file():
-            with Image.open(file) as image:
-                size = image.size
-            if size != (width, height):
-                raise ValueError(
-                    f"control image {str(file)!r} is {size[0]}×{size[1]}; this model needs "
-                    f"{width}×{height} (W×H) control images"
-                )
+    check_control_sizes(files, *control_shape[1:])
     return load_images(files, control_shape)
+
+
+def load_paired_controls(
+    directory: str | Path, control_shape: tuple[int, int, int], names: Sequence[str], *, chunk: int = 1024
+) -> Tensor:
+    """Users' own control images for the data images ``names`` (``--control folder:PATH``), (N, C, H, W) in
+    [-1, 1], one per name (:func:`control_image_files`). Stricter than :func:`load_control_images`, as
+    training should be: C must be 1 or 3, and a colour image among 1-channel controls is refused in one line
+    instead of read as its gray (sizes are refused as there). Read ``chunk`` files at a time."""
+    channels, height, width = control_shape
+    if channels not in (1, 3):
+        raise ValueError(f"control.control_channels={channels} does not fit image files; use 1 (gray) or 3")
+    files = control_image_files(directory, names)
+    check_control_sizes(files, height, width)
+    parts = []
+    for start in range(0, len(files), chunk):
+        rgb = load_images(files[start : start + chunk], (3, height, width))  # (n, 3, H, W)
+        colour = (rgb != rgb[:, :1]).flatten(1).any(dim=1)
+        if channels == 1 and bool(colour.any()):
+            first = files[start + int(colour.nonzero()[0])]
+            raise ValueError(f"control image {str(first)!r} is in colour; this run's controls are gray (1 "
+                             "channel): save them gray, or --set control.control_channels=3")  # fmt: skip
+        parts.append(rgb[:, :channels])
+    return torch.cat(parts)
 
 
 def _binary_image(mask: Tensor, like: Tensor) -> Tensor:

@@ -43,6 +43,9 @@ class Dataset:
     class_names: tuple[str, ...] | None  # one name per class index, or None when unlabelled
     fingerprint: str  # given: sha256 of how the data were made; stored: that + the content's sha256
     skipped: tuple[SkippedFile, ...] = ()  # files passed over while loading (unreadable images)
+    # each image's file name relative to the folder or archive root (folder data; None for the others):
+    # what users' own ControlNet control images are paired by (--control folder:PATH)
+    names: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -62,6 +65,8 @@ class Dataset:
                 f"Dataset labels must be int64 of shape ({len(self)},), "
                 f"got {self.labels.dtype} {tuple(self.labels.shape)}"
             )
+        if self.names is not None and len(self.names) != len(self):
+            raise ValueError(f"Dataset names must be one per item: {len(self.names)} for {len(self)} items")
         # frozen: set once, here (a dataclasses.replace() copy would fold the content in again)
         content = content_sha256(self.data, self.labels, self.class_names)
         object.__setattr__(self, "fingerprint", fingerprint("dataset", self.fingerprint, content))

@@ -145,6 +145,7 @@ def _load(source: FileSource, spec: str, path: Path, split: str, size: int, chan
             "folder", layout.split, size, channels, [(n, sizes[n]) for n in layout.names]
         ),
         skipped=tuple(sorted(skipped + ignored, key=lambda s: s.name)),
+        names=tuple(name for name, ok in zip(layout.names, readable, strict=True) if ok),
     )
 
 

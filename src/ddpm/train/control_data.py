@@ -31,7 +31,7 @@ from torch import Tensor
 from ddpm.configio import ConfigError
 from ddpm.control import base_net_config, recorded, same_network
 from ddpm.data import Dataset
-from ddpm.data.controls import control_channels, load_control_images, make_control
+from ddpm.data.controls import control_channels, load_paired_controls, make_control
 from ddpm.data.dataset import fingerprint
 from ddpm.rundir import read_checkpoint_meta
 from ddpm.train.config import TrainConfig, config_to_dict
@@ -138,7 +138,7 @@ def control_training_data(
     check_base_fit(config, dataset, checkpoint)
     if control.kind == "folder":
         shape = (control.control_channels, *dataset.sample_shape[1:])
-        controls = to_uint8(load_control_images(control.folder, shape, image_names(dataset)))
+        controls = to_uint8(load_paired_controls(control.folder, shape, image_names(dataset)))
     else:
         try:
             channels = control_channels(control.kind, dataset.sample_shape[0])
@@ -155,8 +155,10 @@ def control_training_data(
     return data, config
 
 
-def image_names(dataset: Dataset) -> list[str]:
+def image_names(dataset: Dataset) -> tuple[str, ...]:
     """Relative names of a data set's images, for pairing users' control images (folder data only)."""
+    if dataset.names is not None:
+        return dataset.names
     raise ConfigError(
         f"--control folder:PATH pairs control images with the data's by relative name; data {dataset.spec!r} "
         "has no file names (use a folder: data set)"
