@@ -2,12 +2,10 @@
 
 Controls are computed once per start of a run and kept in memory as uint8 (0 ↔ −1, 255 ↔ +1): exactly
 what a control picture saved as a PNG holds, so the branch trains on the values a user's control image
-gives it, at a quarter of float32's memory. Measured on this project's 2-core machine while other jobs
-ran (nice 19): Canny 1.7 ms per 28×28 image (scikit-image, one image per call), about 100 s for MNIST's
-60 000; masks 1.4 s and low-res drafts 2.1 s for all of MNIST; digits' 1 500 Canny maps 1 s. Masks, drafts
-and gray cost nothing next to training; Canny on MNIST is about a tenth of a 15-minute run and is paid
-again on --resume. Nothing is cached on disk yet: a cache beside the run (keyed by the images'
-fingerprint, the kind and scikit-image's version) is the obvious next step if that tenth matters.
+gives it, at a quarter of float32's memory. Canny edges, the slow kind (about 30 s of CPU for MNIST's
+60 000 images), are read back from a disk cache under the data root on later starts and --resume
+(:mod:`ddpm.train.control_cache`); masks, low-res drafts and gray controls take 1-2 s for all of MNIST and
+are computed each time. Users' own controls (``--control folder:PATH``) are read from their files.
 
 Each step draws one more Bernoulli per sample, last (so every other draw is what a plain run draws):
 ``control.drop_rate`` of the controls are blanked to all −1, so the branch also learns the uncontrolled
@@ -18,6 +16,7 @@ A flipped image gets its control flipped with it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import time
 from collections.abc import Callable
@@ -33,8 +32,10 @@ from ddpm.control import base_net_config, recorded, same_network
 from ddpm.data import Dataset
 from ddpm.data.controls import control_channels, load_paired_controls, make_control
 from ddpm.data.dataset import fingerprint
+from ddpm.data.spec import default_data_root
 from ddpm.rundir import read_checkpoint_meta
 from ddpm.train.config import TrainConfig, config_to_dict
+from ddpm.train.control_cache import cached_controls
 
 CONTROL_BATCH = 512  # images per make_control call while computing the data set's controls
 # diffusion settings that fix what the base's network output means; a ControlNet run must share them
@@ -132,7 +133,8 @@ def control_training_data(
     config: TrainConfig, dataset: Dataset, log: Callable[[str], Any] = print
 ) -> tuple[ControlData, TrainConfig]:
     """A ControlNet run's data and its config with the base recorded (absolute path, EMA weights' sha256)
-    and the control's channels. Raises a one-line CheckpointError or ConfigError; reads, never writes."""
+    and the control's channels. Raises a one-line CheckpointError or ConfigError; writes nothing but the
+    cache of Canny controls under the data root (``ddpm.train.control_cache``)."""
     control, checkpoint = recorded(config.control)
     config = dataclasses.replace(config, control=control)
     check_base_fit(config, dataset, checkpoint)
@@ -142,7 +144,9 @@ def control_training_data(
     else:
         try:
             channels = control_channels(control.kind, dataset.sample_shape[0])
-            controls = compute_controls(dataset, control.kind, log)
+            root = config.data.root or default_data_root()
+            compute = functools.partial(compute_controls, dataset, control.kind, log)
+            controls = cached_controls(dataset, control.kind, root, compute, log)
         except ValueError as err:  # e.g. gray controls of gray images
             raise ConfigError(
                 f"control {control.kind!r} does not apply to data {config.data.spec!r}: {err}"
