@@ -60,6 +60,8 @@ class RunFacts:
     train_steps: int | None
     batch_size: int | None
     final_loss: float | None
+    control: str | None = None  # a ControlNet run's signal (canny, …): it trained a branch, not the base
+    latent: bool = False  # diffusion on an autoencoder's latents
 
     @classmethod
     def of(cls, run: RunInfo) -> RunFacts:
@@ -76,7 +78,17 @@ class RunFacts:
             train_steps=steps,
             batch_size=run.setting("batch_size", None, ("run", "train")),
             final_loss=_smoothed_last(losses),
+            control=run.setting("kind", None, ("control",)),
+            latent=bool(run.setting("autoencoder", "", ("latent",))),
         )
+
+
+def _what_was_trained(facts: RunFacts, amount: str) -> str:
+    """The summary's first line: a ControlNet run trained a branch beside a frozen base, not a model."""
+    if facts.control:
+        return f"• ControlNet ({facts.control} control) on a frozen base, {facts.data}: {amount}"
+    space = " on an autoencoder's latents" if facts.latent else ""
+    return f"• DDPM trained from scratch on {facts.data}{space}: {amount}, {facts.model} denoiser"
 
 
 def _smoothed_last(losses: list[float], decay: float = 0.98) -> float | None:
@@ -123,7 +135,7 @@ def default_texts(facts: RunFacts, metrics: Mapping[str, float], text: PosterTex
     )
     trained = f"{facts.train_steps} steps" if facts.train_steps else "training"
     batch = f" of batch {facts.batch_size}" if facts.batch_size else ""
-    summary = [f"• DDPM trained from scratch on {facts.data}: {trained}{batch}, {facts.model} denoiser"]
+    summary = [_what_was_trained(facts, f"{trained}{batch}")]
     if facts.final_loss is not None:
         summary.append(f"• Final training loss {facts.final_loss:.4g} (smoothed)")
     summary += [f"• {name} = {format_value(v)}" for name, v in list(metrics.items())[:SUMMARY_METRICS]]
