@@ -12,8 +12,9 @@ Per sample:  L = L_rec + kl_weight · KL(q(z|x) ‖ N(0, I)) + λ · disc_weight
 - discriminator, separately: ½ (mean relu(1 − D(x)) + mean relu(1 + D(x̂))) (hinge loss).
 
 The caller owns the loop: it reduces the per-sample values (LDM takes the batch mean), steps the
-autoencoder's optimizer on :meth:`AutoencoderLoss.__call__`'s total and the discriminator's on
-:func:`discriminator_loss`, and zeroes the discriminator's gradients left by the generator step.
+autoencoder's optimizer on :meth:`AutoencoderLoss.__call__`'s total and the discriminator's on the hinge
+loss, and keeps the generator's step from reaching the discriminator's weights (``ddpm.train.autoencoder_gan``
+freezes them meanwhile, as Lightning's toggle_optimizer does for LDM).
 """
 
 from __future__ import annotations
