@@ -32,7 +32,8 @@ from ddpm.eval.memorisation import memorisation
 from ddpm.interop.diffusers import is_diffusers_folder
 from ddpm.interop.diffusers_model import from_diffusers
 from ddpm.model import DiffusionModel, from_checkpoint, to_uint8
-from ddpm.rundir import RunDir, read_checkpoint_meta, resolve_checkpoint
+from ddpm.nets.latent_codec import LatentCodec
+from ddpm.rundir import RunDir, read_checkpoint_meta, read_weights, resolve_checkpoint
 from ddpm.train.config import DataConfig, TrainConfig, config_from_dict
 from ddpm.train.run_data import load_data
 
@@ -152,7 +153,7 @@ def open_run(
         return OpenedRun(from_diffusers(path, device=target), None, None)
     run_dir, checkpoint = resolve_checkpoint(path)  # once: for a run directory it verifies every file
     meta = read_checkpoint_meta(checkpoint)
-    if meta.get("config", {}).get("model", {}).get("kind") == "autoencoder":
+    if _model_kind(meta.get("config")) == AUTOENCODER_KIND:
         raise UsageError(
             f"{str(path)!r} is an autoencoder run (latent diffusion's first stage), which draws no samples; "
             f"train diffusion on its latents: ddpm train --latent {path}"
@@ -163,6 +164,42 @@ def open_run(
     # One source for weights and config: the checkpoint's own record of the run it came from.
     config = config_from_dict(meta["config"])
     return OpenedRun(model, config, run_dir)
+
+
+AUTOENCODER_KIND = "autoencoder"  # config.toml's model.kind of ddpm train --kind autoencoder
+
+
+def _model_kind(config: Any) -> Any:
+    model = config.get("model") if isinstance(config, dict) else None
+    return model.get("kind") if isinstance(model, dict) else None
+
+
+def is_autoencoder_run(path: str | Path) -> bool:
+    """Whether ``path`` is an autoencoder run directory or checkpoint folder, by its stored config alone
+    (nothing verified: :func:`open_autoencoder` does that; anything unreadable answers False)."""
+    run = RunDir(path)
+    try:
+        config = run.config_dict() if run.config_path.is_file() else read_checkpoint_meta(path).get("config")
+    except (ValueError, OSError):  # CheckpointError and ConfigError are ValueErrors
+        return False
+    return _model_kind(config) == AUTOENCODER_KIND
+
+
+def open_autoencoder(path: str | Path, *, weights: str = "ema") -> LatentCodec:
+    """The autoencoder (EMA weights) and latent normalisation of an autoencoder run directory (its newest
+    valid checkpoint) or checkpoint folder, as a latent run's codec holds them."""
+    if weights != "ema":
+        raise UsageError(
+            f"--weights {weights!r} is not allowed for an autoencoder run: its latent normalisation was "
+            "estimated with its EMA weights; export those (--weights ema)"
+        )
+    _, checkpoint = resolve_checkpoint(path)
+    meta = read_checkpoint_meta(checkpoint)
+    if _model_kind(meta.get("config")) != AUTOENCODER_KIND:
+        raise UsageError(
+            f"{str(path)!r} is not an autoencoder run; give a run of ddpm train --kind autoencoder"
+        )
+    return LatentCodec.from_checkpoint(checkpoint, meta, read_weights(checkpoint))
 
 
 def read_images(paths: Sequence[str | Path], sample_shape: tuple[int, ...]) -> Tensor:

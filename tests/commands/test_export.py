@@ -10,9 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from diffusers import AutoencoderKL as DiffusersAutoencoderKL
 from diffusers import DDIMPipeline, DDIMScheduler, DDPMPipeline, LDMPipeline
 
 from ddpm.cli import main
+from ddpm.command_support import open_autoencoder, open_run
 from ddpm.commands import export as export_command
 from ddpm.diffusion.samplers import sample_seeds
 from ddpm.model import load, to_uint8
@@ -156,6 +158,78 @@ def test_a_latent_run_exports_as_an_ldm_pipeline_drawing_our_ddim_samples(latent
     with torch.no_grad():
         decoded = pipeline.vqvae.decode(z).sample
     torch.testing.assert_close(decoded, ours.codec.decode(z), rtol=0, atol=1e-5)  # normalisation folded in
+
+
+def test_an_ldm_export_reads_back_and_samples_as_the_run(latent_run, tmp_path, capsys):
+    """ddpm sample and eval on the exported folder: a latent model again (its vqvae the codec, mean 0 and
+    std 1 since the normalisation is folded in) drawing the run's own DDIM η = 0 samples."""
+    out = tmp_path / "ldm"
+    assert run_cli(capsys, "export", latent_run, out)[0] == 0
+    options = {"sampler": "ddim", "steps": 4, "eta": 0.0, "eps_scale": 1.0, "spacing": "uniform"}
+    expected = load(latent_run).sample(3, seed=2, **options)
+    back = open_run(out, device="cpu").model  # what ddpm sample/eval open
+    assert back.codec is not None and back.sample_shape == (1, 8, 8) and back.space_shape == (2, 4, 4)
+    drawn = back.sample(3, seed=2, **options)
+    assert expected.std() > 0.05 and (drawn - expected).abs().max() <= 1e-4
+    samples = tmp_path / "s.npz"
+    status, _, err = run_cli(capsys, "sample", out, "--n", 3, "--seed", 2, "--sampler", "ddim", "--eta", 0,
+                             "--steps", 4, "--out", samples)  # fmt: skip
+    assert status == 0, err
+    levels = np.load(samples)["images"].astype(int) - to_uint8(expected).astype(int)
+    assert np.abs(levels).max() <= 1 and (levels == 0).mean() > 0.95  # uint8 rounding of ≤ 1e-4 apart
+    report = tmp_path / "eval.json"
+    status, _, err = run_cli(capsys, "eval", out, "--data", "digits", "--n", 8, "--metrics", "fd",
+                             "--steps", 4, "--json", report)  # fmt: skip
+    assert status == 0, err
+    scored = json.loads(report.read_text())
+    assert (
+        scored["sampler"] == "ddim" and scored["metrics"]["n"] == 8 and scored["metrics"]["fd_classifier"] > 0
+    )
+
+
+def test_an_autoencoder_run_exports_as_a_diffusers_autoencoder_kl(latent_run, tmp_path, capsys):
+    """Weights as trained; the run's latent normalisation as latents_mean / latents_std (scaling_factor 1):
+    given the same posterior noise, diffusers' encode and decode through them are our codec's."""
+    autoencoder_run, out = latent_run.parent / "ae", tmp_path / "vae"
+    status, printed, err = run_cli(capsys, "export", autoencoder_run, out)
+    assert status == 0, err
+    assert printed == str(out)
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "diffusion_pytorch_model.safetensors"]
+    codec = open_autoencoder(autoencoder_run)
+    theirs = DiffusersAutoencoderKL.from_pretrained(out).eval()
+    assert theirs.config.scaling_factor == 1.0
+    mean = torch.tensor(theirs.config.latents_mean).view(1, -1, 1, 1)
+    std = torch.tensor(theirs.config.latents_std).view(1, -1, 1, 1)
+    assert torch.equal(mean, codec.mean) and torch.equal(std, codec.std)
+    x = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():
+        z = theirs.encode(x).latent_dist.sample(generator=torch.Generator().manual_seed(1))
+        noise = torch.randn(z.shape, generator=torch.Generator().manual_seed(1))
+        torch.testing.assert_close((z - mean) / std, codec.encode(x, noise), rtol=0, atol=1e-5)
+        z_norm = torch.randn(z.shape, generator=torch.Generator().manual_seed(2))
+        decoded = theirs.decode(z_norm * std + mean).sample
+        torch.testing.assert_close(decoded, codec.decode(z_norm), rtol=0, atol=1e-5)
+
+
+def test_an_autoencoder_export_refuses_raw_weights_and_is_written_whole(latent_run, tmp_path, monkeypatch,
+                                                                        capsys):  # fmt: skip
+    autoencoder_run, out = latent_run.parent / "ae", tmp_path / "out"
+    status, _, err = run_cli(capsys, "export", autoencoder_run, out, "--weights", "raw")
+    assert status == 2 and len(err.splitlines()) == 1
+    assert ("--weights 'raw' is not allowed for an autoencoder run: its latent normalisation was estimated "
+            "with its EMA weights; export those (--weights ema)") in err  # fmt: skip
+    assert list(tmp_path.iterdir()) == []
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+
+    def half_written(codec, folder):
+        (folder / "config.json").write_text("{")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(export_command, "export_codec", half_written)
+    status, _, err = run_cli(capsys, "export", autoencoder_run, out, "--overwrite")
+    assert status == 1 and err == "ddpm export: error: No space left on device"
+    assert [p.name for p in out.iterdir()] == ["keep.txt"] and [p.name for p in tmp_path.iterdir()] == ["out"]
 
 
 def test_a_control_run_is_refused_and_nothing_written(control_run, tmp_path, capsys):

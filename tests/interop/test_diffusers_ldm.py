@@ -1,7 +1,8 @@
 """Latent models as diffusers LDMPipeline folders: the exported autoencoder with our per-channel latent
 normalisation folded into its 1×1 convolutions decodes (and encodes) as our codec does, and LDMPipeline
 run on the folder draws our deterministic DDIM samples given the same initial noise; what LDMPipeline
-cannot express is refused in one line with nothing written."""
+cannot express is refused in one line with nothing written. Such a folder reads back as a latent model
+drawing the original's samples, and any LDMPipeline folder with an AutoencoderKL as LDMPipeline runs it."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from diffusers import LDMPipeline
 
 from ddpm.diffusion.samplers import sample_seeds
 from ddpm.interop.diffusers_ldm import check_ldm_exportable, export_ldm, folded_autoencoder
+from ddpm.interop.diffusers_model import from_diffusers
+from ddpm.interop.diffusers_vae import export_diffusers_vae
 from ddpm.model import DiffusionModel, ModelSpec, SamplingConfig, build_model
 from ddpm.nets import AutoencoderConfig, AutoencoderKL, UNetConfig
 from ddpm.nets.latent_codec import LatentCodec
@@ -120,3 +123,70 @@ def test_a_pixel_model_is_no_latent_export(tmp_path):
                      sample_shape=(3, 4, 4), kind="images")  # fmt: skip
     with pytest.raises(ValueError, match=r"an LDMPipeline export needs a latent diffusion model"):
         check_ldm_exportable(build_model(spec))
+
+
+@pytest.mark.parametrize(("parameterization", "spacing"), [("eps", "uniform"), ("v", "trailing")])
+def test_an_ldm_folder_reads_back_as_the_latent_model_it_came_from(parameterization, spacing, tmp_path):
+    """The folded autoencoder is an autoencoder whose latents are already normalised: it reads back as
+    our codec with mean 0 and std 1, and the model draws the original's DDIM samples."""
+    model = latent_model(parameterization, spacing)
+    back = from_diffusers(export_ldm(model, tmp_path))
+    assert back.codec is not None and back.space_shape == model.space_shape == (3, 4, 4)
+    assert back.sample_shape == (3, 8, 8) and back.parameterization == parameterization
+    assert torch.equal(back.codec.mean, torch.zeros(1, 3, 1, 1)) and torch.equal(
+        back.codec.std, torch.ones(1, 3, 1, 1)
+    )
+    assert (back.sampling.sampler, back.sampling.spacing) == ("ddim", spacing)
+    options = {"sampler": "ddim", "steps": 4, "eta": 0.0, "eps_scale": 1.0, "spacing": spacing}
+    theirs, ours = back.sample(3, seed=5, **options), model.sample(3, seed=5, **options)
+    assert ours.std() > 0.1 and (theirs - ours).abs().max() <= 1e-4
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    torch.testing.assert_close(back.encode(x), model.encode(x), rtol=0, atol=1e-5)
+
+
+def test_an_ldm_folders_scaling_factor_is_read_as_ldm_pipeline_uses_it(tmp_path):
+    """LDMPipeline decodes vqvae.decode(z / scaling_factor): with scaling_factor 0.5 written into the
+    folder, ours (codec std 1 / 0.5) still draws what LDMPipeline draws from it."""
+    export_ldm(latent_model(), tmp_path)
+    config_path = tmp_path / "vqvae" / "config.json"
+    config = json.loads(config_path.read_text())
+    config_path.write_text(json.dumps({**config, "scaling_factor": 0.5}))
+    ours = from_diffusers(tmp_path)
+    assert torch.equal(ours.codec.std, torch.full((1, 3, 1, 1), 2.0))
+    pipeline = LDMPipeline.from_pretrained(tmp_path)
+    pipeline.set_progress_bar_config(disable=True)
+    seeds = sample_seeds(6, 2)
+    theirs = pipeline(batch_size=2, generator=[torch.Generator().manual_seed(s) for s in seeds], eta=0.0,
+                      num_inference_steps=4, output_type="np").images  # fmt: skip
+    _same_images(ours.sample(seeds=seeds, n=2, sampler="ddim", steps=4, eta=0.0), theirs)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"scaling_factor": 0},
+         r"^diffusers config scaling_factor=0 is not supported; ours needs a number > 0 "
+         r"\(LDMPipeline decodes z / scaling_factor\)$"),
+        ({"sample_size": 16},
+         r"^the vqvae encodes 16×16 images to latents of shape \(3, 8, 8\), but the unet denoises "
+         r"\(3, 4, 4\) \(in_channels, sample_size\): they must agree$"),
+    ],
+)  # fmt: skip
+def test_an_ldm_folder_whose_parts_do_not_fit_is_refused_in_one_line(change, message, tmp_path):
+    export_ldm(latent_model(), tmp_path)
+    config_path = tmp_path / "vqvae" / "config.json"
+    config_path.write_text(json.dumps({**json.loads(config_path.read_text()), **change}))
+    with pytest.raises(ValueError, match=message) as caught:
+        from_diffusers(tmp_path)
+    assert "\n" not in str(caught.value)
+
+
+def test_an_ldm_folder_whose_vqvae_has_other_latent_channels_is_refused(tmp_path):
+    export_ldm(latent_model(), tmp_path)
+    other = AutoencoderKL(dataclasses.replace(AE_CONFIG, latent_channels=4))
+    export_diffusers_vae(other, tmp_path / "vqvae")  # replaces the weights and config
+    message = (
+        r"^the vqvae encodes 8×8 images to latents of shape \(4, 4, 4\), but the unet denoises \(3, 4, 4\)"
+    )
+    with pytest.raises(ValueError, match=message):
+        from_diffusers(tmp_path)

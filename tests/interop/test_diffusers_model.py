@@ -186,14 +186,25 @@ def test_exports_diffusers_cannot_hold_are_refused(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_pipelines_with_more_than_a_unet_and_a_scheduler_are_refused(tmp_path):
+@pytest.mark.parametrize(
+    ("component", "message"),
+    [
+        ({"text_encoder": ["transformers", "CLIPTextModel"]},
+         r"model_index\.json names a LDMPipeline with components scheduler, text_encoder, unet; only a U-Net "
+         r"and a scheduler \(DDPMPipeline, DDIMPipeline\), with an AutoencoderKL vqvae for LDMPipeline, can "
+         r"be read$"),
+        ({"vqvae": ["diffusers", "VQModel"]},  # CompVis/ldm-celebahq-256
+         r"model_index\.json names vqvae \['diffusers', 'VQModel'\]; only a diffusers AutoencoderKL "
+         r"\(KL-regularised, as ddpm train --kind autoencoder\) can be read, not a VQModel's codebook$"),
+    ],
+)  # fmt: skip
+def test_pipelines_beyond_ddpm_and_a_kl_ldm_are_refused(tmp_path, component, message):
     written = _write_both_layouts(tmp_path, _v_scheduler())
     index_path = written["pipeline"] / "model_index.json"
     index = json.loads(index_path.read_text())
-    index.update(_class_name="LDMPipeline", vqvae=["diffusers", "VQModel"])
+    index.update(_class_name="LDMPipeline", **component)
     index_path.write_text(json.dumps(index))
-    with pytest.raises(ValueError, match=r"model_index\.json names a LDMPipeline with components scheduler, "
-                                         r"unet, vqvae; only a U-Net and a scheduler"):  # fmt: skip
+    with pytest.raises(ValueError, match=message):
         from_diffusers(written["pipeline"])
 
 

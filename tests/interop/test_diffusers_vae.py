@@ -10,12 +10,14 @@ import pytest
 import torch
 
 from ddpm.interop.diffusers_vae import (
+    export_codec,
     export_diffusers_vae,
     load_diffusers_vae,
     vae_config_from_diffusers,
     vae_config_to_diffusers,
 )
 from ddpm.nets import AutoencoderConfig, AutoencoderKL
+from ddpm.nets.latent_codec import LatentCodec
 from tests.nets.test_unet import perturbed
 
 diffusers = pytest.importorskip("diffusers")
@@ -94,6 +96,34 @@ def test_our_export_loads_in_diffusers_with_the_same_outputs(name, tmp_path):
     again, latent_scale = load_diffusers_vae(folder)  # and back into ours, bit for bit
     assert latent_scale["scaling_factor"] == 1.25 and latent_scale["latents_mean"] == means
     for key, tensor in ours.state_dict().items():
+        assert torch.equal(again.state_dict()[key], tensor), key
+
+
+def test_a_codec_exports_unfolded_with_latents_mean_and_std_as_diffusers_pipelines_read_them(tmp_path):
+    """An autoencoder run's export: weights as trained, our per-channel normalisation as latents_mean /
+    latents_std with scaling_factor 1, so diffusers' convention (SDXL img2img: (z − mean) · scaling_factor
+    / std; its decode: z · std / scaling_factor + mean) gives our codec's encode and decode."""
+    config = CONFIGS["f4"]
+    mean, std = (-0.6, 0.3, 1.2, 0.0), (0.9, 1.7, 0.4, 1.0)  # far from N(0, I), as real latents are
+    codec = LatentCodec(perturbed(AutoencoderKL(config)).eval(), mean, std)
+    theirs = diffusers.AutoencoderKL.from_pretrained(export_codec(codec, tmp_path / "vae")).eval()
+    assert theirs.config.scaling_factor == 1.0 and theirs.config.shift_factor is None
+    torch.testing.assert_close(torch.tensor(theirs.config.latents_mean), torch.tensor(mean))
+    torch.testing.assert_close(torch.tensor(theirs.config.latents_std), torch.tensor(std))
+    their_mean = torch.tensor(theirs.config.latents_mean).view(1, -1, 1, 1)
+    their_std = torch.tensor(theirs.config.latents_std).view(1, -1, 1, 1)
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    with torch.no_grad():
+        z = theirs.encode(x).latent_dist.sample(generator=torch.Generator().manual_seed(2))  # posterior noise
+        noise = torch.randn(z.shape, generator=torch.Generator().manual_seed(2))  # the same ε
+        their_norm = (z - their_mean) * theirs.config.scaling_factor / their_std
+        torch.testing.assert_close(their_norm, codec.encode(x, noise), rtol=0, atol=1e-5)
+        z_norm = torch.randn(z.shape, generator=torch.Generator().manual_seed(3))
+        decoded = theirs.decode(z_norm * their_std / theirs.config.scaling_factor + their_mean).sample
+        torch.testing.assert_close(decoded, codec.decode(z_norm), rtol=0, atol=1e-5)
+    assert (their_norm - z).abs().max() > 0.1  # the normalisation matters
+    again, _ = load_diffusers_vae(tmp_path / "vae")  # unfolded: the weights are the codec's own
+    for key, tensor in codec.autoencoder.state_dict().items():
         assert torch.equal(again.state_dict()[key], tensor), key
 
 

@@ -1,6 +1,7 @@
 """`ddpm export RUN --format diffusers OUT_DIR`: a run's model as a folder that diffusers loads
-(``DDPMPipeline.from_pretrained(OUT_DIR)``; a latent run's ``LDMPipeline.from_pretrained(OUT_DIR)``),
-written whole or not at all. ControlNet runs are refused: their own run directory is the format."""
+(``DDPMPipeline.from_pretrained(OUT_DIR)``; a latent run's ``LDMPipeline.from_pretrained(OUT_DIR)``; an
+autoencoder run's ``AutoencoderKL.from_pretrained(OUT_DIR)``), written whole or not at all. ControlNet
+runs are refused: their own run directory is the format."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from ddpm.command_support import UsageError, open_run
+from ddpm.command_support import UsageError, is_autoencoder_run, open_autoencoder, open_run
 from ddpm.interop.diffusers_ldm import check_ldm_exportable, export_ldm
 from ddpm.interop.diffusers_model import check_exportable, export_model
+from ddpm.interop.diffusers_vae import export_codec
 from ddpm.model import DiffusionModel
 
 FORMATS = ("diffusers",)
@@ -66,18 +68,22 @@ def export_run(
 ) -> Path:
     """Write the model of a run directory, checkpoint folder (or diffusers folder) to ``out_dir`` in the
     diffusers pipeline layout (``ddpm.interop.diffusers_model.export_model``; a latent run's
-    ``ddpm.interop.diffusers_ldm.export_ldm``); returns ``out_dir``."""
+    ``ddpm.interop.diffusers_ldm.export_ldm``), or an autoencoder run's autoencoder as an AutoencoderKL
+    folder (``ddpm.interop.diffusers_vae.export_codec``); returns ``out_dir``."""
     return _export(path, out_dir, format=format, overwrite=overwrite, weights=weights)[0]
 
 
 def _export(
     path: str | Path, out_dir: str | Path, *, format: str, overwrite: bool, weights: str
-) -> tuple[Path, DiffusionModel]:
-    """:func:`export_run`, also returning the model exported."""
+) -> tuple[Path, DiffusionModel | None]:
+    """:func:`export_run`, also returning the model exported (None for an autoencoder run)."""
     if format not in FORMATS:
         raise UsageError(f"--format {format!r} is not supported; allowed: {', '.join(FORMATS)}")
     out = Path(out_dir)
     check_out_dir(out, Path(path), overwrite)
+    if is_autoencoder_run(path):
+        codec = open_autoencoder(path, weights=weights)
+        return write_folder(out, lambda folder: export_codec(codec, folder)), None
     model = open_run(path, weights=weights, device="cpu").model
     check, export = (
         (check_exportable, export_model) if model.codec is None else (check_ldm_exportable, export_ldm)
@@ -110,6 +116,8 @@ def run(args: argparse.Namespace) -> int:
         args.path, args.out_dir, format=args.format, overwrite=args.overwrite, weights=args.weights
     )
     print(out)
+    if model is None:  # an autoencoder: no U-Net, no sampler
+        return 0
     note = sampler_note(model)
     if note is not None:
         print(note)

@@ -46,6 +46,8 @@ PICKLED_WEIGHTS_NAME = "diffusion_pytorch_model.bin"
 SCHEDULER_CONFIG_NAME = "scheduler_config.json"
 MODEL_INDEX_NAME = "model_index.json"
 PIPELINE_COMPONENTS = ("unet", "scheduler")  # what an unconditional pixel pipeline (DDPM, DDIM) holds
+VQVAE, LATENT_AUTOENCODER_CLASS = "vqvae", "AutoencoderKL"  # LDMPipeline's autoencoder slot; what it may hold
+LATENT_PIPELINE_COMPONENTS = (*PIPELINE_COMPONENTS, VQVAE)  # LDMPipeline's
 LAYOUT_HINT = (
     "a diffusers model folder holds unet/ and scheduler/ subfolders (DDPMPipeline.save_pretrained) or "
     f"{CONFIG_NAME}, {WEIGHTS_NAME} and {SCHEDULER_CONFIG_NAME} side by side (google/ddpm-cifar10-32)"
@@ -190,16 +192,24 @@ def is_diffusers_folder(path: str | Path) -> bool:
 
 def read_model_index(folder: str | Path) -> dict[str, Any] | None:
     """``model_index.json`` (None when absent), refused when it names components beyond a U-Net and a
-    scheduler (a VAE, a text encoder…): those pipelines are not DDPMs ours can run."""
+    scheduler (DDPMPipeline, DDIMPipeline) or those and an AutoencoderKL ``vqvae`` (LDMPipeline, our
+    latent export): other pipelines (a text encoder, a VQModel…) are not models ours can run."""
     path = Path(folder) / MODEL_INDEX_NAME
     if not path.is_file():
         return None
     index = _read_json(path)
     components = sorted(key for key in index if not key.startswith("_"))
-    if any(key not in PIPELINE_COMPONENTS for key in components):
+    if any(key not in LATENT_PIPELINE_COMPONENTS for key in components):
         raise ValueError(
             f"{path} names a {index.get('_class_name', 'pipeline')} with components {', '.join(components)}; "
-            "only a U-Net and a scheduler (DDPMPipeline, DDIMPipeline) can be read"
+            "only a U-Net and a scheduler (DDPMPipeline, DDIMPipeline), with an AutoencoderKL vqvae for "
+            "LDMPipeline, can be read"
+        )
+    vqvae = index.get(VQVAE)
+    if vqvae is not None and (not isinstance(vqvae, list) or vqvae[-1:] != [LATENT_AUTOENCODER_CLASS]):
+        raise ValueError(
+            f"{path} names vqvae {vqvae}; only a diffusers {LATENT_AUTOENCODER_CLASS} (KL-regularised, as "
+            "ddpm train --kind autoencoder) can be read, not a VQModel's codebook"
         )
     return index
 
@@ -223,8 +233,9 @@ def load_diffusers_unet(folder: str | Path) -> tuple[UNet, UNetConfig]:
 
 def load_diffusers_pipeline(folder: str | Path) -> tuple[UNet, NoiseSchedule, str, dict[str, Any]]:
     """(U-Net, schedule, parameterization, extra) of a diffusers DDPM folder in either layout; see
-    :func:`schedule_from_diffusers` for ``extra``, which also holds the ``unet_config`` and the
-    ``pipeline_class`` of ``model_index.json`` (None without one)."""
+    :func:`schedule_from_diffusers` for ``extra``, which also holds the ``unet_config``, the
+    ``pipeline_class`` of ``model_index.json`` (None without one) and ``vqvae_dir``, the folder of an
+    LDMPipeline's autoencoder (None for a pixel pipeline; ``diffusers_vae.ldm_codec`` reads it)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"{str(folder)!r} is not a folder; {LAYOUT_HINT}")
@@ -235,7 +246,9 @@ def load_diffusers_pipeline(folder: str | Path) -> tuple[UNet, NoiseSchedule, st
     net, config = load_diffusers_unet(folder)
     check_variance_channels(config, extra["learned_variance"])
     pipeline_class = None if index is None else index.get("_class_name")
-    return net, schedule, parameterization, {**extra, "unet_config": config, "pipeline_class": pipeline_class}
+    vqvae_dir = folder / VQVAE if index is not None and VQVAE in index else None
+    return net, schedule, parameterization, {**extra, "unet_config": config, "pipeline_class": pipeline_class,
+                                             "vqvae_dir": vqvae_dir}  # fmt: skip
 
 
 def check_variance_channels(config: UNetConfig, learned_variance: bool) -> None:

@@ -6,7 +6,8 @@ images = model.sample(16)                      # its own sampler: DDIM, η = 0, 
 images = model.sample(16, sampler="ddpm")      # DDPMPipeline's loop: all T steps, the folder's variance
 
 The imported model is a :class:`~ddpm.model.DiffusionModel` like any trained run's, so every sampler,
-editing operation and command works on it through the same sampling path.
+editing operation and command works on it through the same sampling path. An LDMPipeline folder (our
+latent export, ``ddpm export LATENT_RUN``) imports as a latent model: its ``vqvae`` is the codec.
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ import torch
 
 from ddpm.diffusion import NoiseSchedule, make_schedule
 from ddpm.interop.diffusers import export_diffusers, load_diffusers_pipeline
+from ddpm.interop.diffusers_vae import ldm_codec
 from ddpm.model import DiffusionModel, ModelSpec, SamplingConfig
+from ddpm.nets.configs import UNetConfig
+from ddpm.nets.latent_codec import LatentCodec
 from ddpm.nets.unet import UNet
 
 # The sampler a diffusers folder draws with unless told otherwise. DDPMPipeline's own default is all T
@@ -58,7 +62,8 @@ def schedule_name(schedule: NoiseSchedule, recipe: str) -> str:
 
 
 def from_diffusers(folder: str | Path, *, device: str | torch.device = "cpu") -> DiffusionModel:
-    """The model of a diffusers DDPM folder (either layout), in eval mode on ``device``.
+    """The model of a diffusers DDPM folder (either layout), or of an LDMPipeline folder (a latent model
+    whose codec is its ``vqvae``: :func:`ddpm.interop.diffusers_vae.ldm_codec`), in eval mode on ``device``.
 
     Its sampling defaults are :func:`default_sampling`'s; the ancestral (ddpm) sampler uses the folder's
     variance_type (fixed_large → σ² = β, fixed_small → β̃, learned_range → the net's own). A folder
@@ -66,18 +71,38 @@ def from_diffusers(folder: str | Path, *, device: str | torch.device = "cpu") ->
     """
     net, schedule, parameterization, extra = load_diffusers_pipeline(folder)
     config = extra["unet_config"]
+    codec = None if extra["vqvae_dir"] is None else ldm_codec(extra["vqvae_dir"])
     spec = ModelSpec(
         net=config,
         schedule=schedule_name(schedule, extra["beta_schedule"]),
         num_steps=schedule.num_steps,
         parameterization=parameterization,
-        sample_shape=(config.in_channels, config.image_size, config.image_size),
+        sample_shape=image_shape(config, codec),
         kind="images",
         sampling=default_sampling(extra, schedule.num_steps),
         learned_variance=extra["learned_variance"],
         variance=extra["variance"],
     )
-    return DiffusionModel(net=net.to(device).eval(), spec=spec, schedule=schedule)
+    if codec is not None:
+        codec.to(device)
+    return DiffusionModel(net=net.to(device).eval(), spec=spec, schedule=schedule, codec=codec)
+
+
+def image_shape(config: UNetConfig, codec: LatentCodec | None) -> tuple[int, int, int]:
+    """(C, H, W) of the images a folder draws: the U-Net's, or for a latent model its autoencoder's, whose
+    latents must be what the U-Net denoises (LDMPipeline draws x_T at the U-Net's size)."""
+    unet_shape = (config.in_channels, config.image_size, config.image_size)
+    if codec is None:
+        return unet_shape
+    ae = codec.autoencoder.config
+    images = (ae.in_channels, ae.image_size, ae.image_size)
+    if codec.latent_shape(images) != unet_shape:
+        raise ValueError(
+            f"the vqvae encodes {ae.image_size}×{ae.image_size} images to latents of shape "
+            f"{codec.latent_shape(images)}, but the unet denoises {unet_shape} (in_channels, sample_size): "
+            "they must agree"
+        )
+    return images
 
 
 def check_exportable(model: DiffusionModel) -> None:

@@ -10,6 +10,10 @@ Latent scale: diffusers keeps it in the config (``scaling_factor``, ``shift_fact
 per-channel ``latents_mean`` / ``latents_std``); pipelines multiply latents by ``scaling_factor``
 before diffusion. Its default, 0.18215, is Stable Diffusion's VAE's own 1 / std and wrong for any other
 autoencoder, so :func:`export_diffusers_vae` writes 1.0 unless given the scale measured on your data.
+An autoencoder run's export (:func:`export_codec`) keeps its weights as trained and writes the
+per-channel normalisation its run estimated as ``latents_mean`` / ``latents_std`` with ``scaling_factor``
+1, the convention of diffusers' SDXL/SD3-style pipelines: z_norm = (z − latents_mean) · scaling_factor /
+latents_std. (An LDMPipeline export instead folds it into the weights: :mod:`ddpm.interop.diffusers_ldm`.)
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from ddpm.nets.diffusers_unet import (
     tensors_from_diffusers,
     tensors_to_diffusers,
 )
+from ddpm.nets.latent_codec import LatentCodec
 from ddpm.safe_files import atomic_write_bytes, atomic_write_text, load_safetensors
 
 DIFFUSERS_EPS = 1e-6  # diffusers' Encoder and Decoder hard-wire GroupNorm eps 1e-6 (as LDM's code)
@@ -185,3 +190,23 @@ def load_diffusers_vae(folder: str | Path) -> tuple[AutoencoderKL, dict[str, Any
     ae = AutoencoderKL(config)
     ae.load_state_dict(tensors_from_diffusers(_key_map(ae), ae.state_dict(), load_safetensors(weights_path)))
     return ae.eval(), latent_scale
+
+
+def export_codec(codec: LatentCodec, folder: str | Path) -> Path:
+    """An autoencoder run's autoencoder, unchanged, with its latent normalisation as ``latents_mean`` /
+    ``latents_std`` (``scaling_factor`` 1): (z − latents_mean) / latents_std is our ``codec.encode``."""
+    mean, std = codec.mean.flatten().tolist(), codec.std.flatten().tolist()
+    return export_diffusers_vae(codec.autoencoder, folder, latents_mean=mean, latents_std=std)
+
+
+def ldm_codec(folder: str | Path) -> LatentCodec:
+    """The codec of an LDMPipeline's ``vqvae`` folder, as LDMPipeline uses it: it decodes
+    ``vqvae.decode(z / scaling_factor)`` and reads no other latent key, so z_norm = z · scaling_factor
+    (mean 0, std 1 / scaling_factor in every channel). Our LDM export folds its normalisation into the
+    weights and writes scaling_factor 1, so its codec reads back as mean 0, std 1, exactly."""
+    autoencoder, latent_scale = load_diffusers_vae(folder)
+    scale = latent_scale["scaling_factor"]
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
+        raise config_error("scaling_factor", scale, "a number > 0 (LDMPipeline decodes z / scaling_factor)")
+    channels = autoencoder.config.latent_channels
+    return LatentCodec(autoencoder, [0.0] * channels, [1.0 / scale] * channels)
