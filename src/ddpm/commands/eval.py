@@ -1,9 +1,14 @@
 """`ddpm eval`: score a run or checkpoint (it draws its own samples) or a samples .npz against real data;
-with ``--nll``, the model's negative log-likelihood bound on real data in bits/dim instead."""
+with ``--nll``, the model's negative log-likelihood bound on real data in bits/dim instead.
+
+A ControlNet run (Zhang, Rao & Agrawala 2023) is scored on samples drawn with the controls of held-out
+images (``evaluate_control``), beside its base's samples from the same noises and labels without control,
+with the control kind's adherence at chance, controlled and ceiling levels."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 from collections.abc import Sequence
@@ -13,9 +18,12 @@ from typing import Any
 import torch
 
 from ddpm.command_support import (
+    HELD_OUT_SPLIT,
+    OpenedRun,
     SamplerFlags,
     UsageError,
     check_count,
+    control_comparison,
     device_for,
     draw_for_scoring,
     memorisation_metrics,
@@ -28,8 +36,12 @@ from ddpm.data import load_dataset
 from ddpm.diffusion.likelihood import bits_per_dim, variational_bound
 from ddpm.diffusion.samplers import sample_seeds
 from ddpm.diffusion.variances import FIXED_VARIANCES
+from ddpm.editing import ControlComparison
 from ddpm.eval import score
+from ddpm.eval.adherence import ADHERENCE_NAMES
 from ddpm.model import DiffusionModel, SamplingConfig
+from ddpm.train.config import DataConfig
+from ddpm.train.run_data import load_data
 
 
 def evaluate_path(
@@ -74,16 +86,73 @@ def evaluate_path(
         run_data = opened.data_section(data)  # a diffusers folder has none of its own: --data required
         model, data = opened.model, run_data.spec
         flags.check(model.sampling.sampler)
+        used = model.sampling.with_overrides(**flags.options())  # what runs, for the record
+        source = {"model": str(path), "step": model.step, **_sampler_record(used)}
+        if model.spec.control is not None:
+            controls_from = _with_data(opened, run_data, used, data_root)
+            found = evaluate_control(controls_from, n, seed=seed, **options)
+            return {**source, "data": data, "split": split, **found}
         # The real data first: a bad --data, --split or --n fails before minutes of sampling.
         evaluation = prepare_real(data, n, run_data=run_data, **options)
         samples = draw_for_scoring(model, n, flags, seed=seed, batch_size=batch_size)
-        used = model.sampling.with_overrides(**flags.options())  # what ran, for the record
-        source = {"model": str(path), "step": model.step, **_sampler_record(used)}
     result = score(evaluation, samples, batch_size=batch_size, seed=seed, progress=True)
     # Samples that replay training images score at the real-data floor: the nearest-training check beside it.
     result.update(memorisation_metrics(samples[: int(result["n"])], evaluation, data, split,
                                        run_data=run_data, root=data_root))  # fmt: skip
     return {**source, "data": data, "split": split, "metrics": result}
+
+
+def _with_data(
+    opened: OpenedRun, run_data: DataConfig, settings: SamplingConfig, root: str | None
+) -> OpenedRun:
+    """``opened`` with ``run_data`` (``--data``, ``--data-root``) as its data and ``settings`` as its own
+    sampler: ``control_comparison`` draws its held-out controls and samples from what it is given."""
+    run_data = dataclasses.replace(run_data, root=root) if root else run_data
+    spec = dataclasses.replace(opened.model.spec, sampling=settings)
+    return dataclasses.replace(
+        opened, model=dataclasses.replace(opened.model, spec=spec),
+        config=dataclasses.replace(opened.config, data=run_data),
+    )  # fmt: skip
+
+
+def evaluate_control(
+    opened: OpenedRun, n: int, *, seed: int = 0, split: str = "test", batch_size: int = 256, **options: Any
+) -> dict[str, Any]:
+    """A ControlNet run scored as it is meant to be used: ``n`` samples drawn with the controls of held-out
+    images (the test split of its data; ``n`` capped by its size), and its base's from the same noises and
+    labels without control (``command_support.control_comparison``), both against the same ``n`` real
+    images of ``split`` (``options``: ``prepare_real``'s); and the control kind's adherence at its three
+    levels on those controls. As in conditional synthesis evaluations (SPADE, ControlNet's ADE20K FID), the
+    controls of the default ``--split test`` come from the images the samples are scored against (at seed 0
+    exactly those: both are the first ``n`` of the same seeded permutation), which favours the controlled FD
+    over the base's. Returns the report's samples, metrics, base_metrics and
+    adherence entries."""
+    run_data = opened.config.data
+    held_out = load_data(opened.config, split=HELD_OUT_SPLIT)
+    count = min(n, len(held_out))
+    options.update(split=split, batch_size=batch_size)
+    # The real data first: a bad --data, --split or --n fails before minutes of sampling.
+    evaluation = prepare_real(run_data.spec, count, run_data=run_data, **options)
+    found = control_comparison(opened, n=count, seed=seed, uncontrolled=True, batch_size=batch_size)
+    if len(found.real) < count:  # users' own controls: only the held-out images that have one
+        evaluation = prepare_real(run_data.spec, len(found.real), run_data=run_data, **options)
+    metrics = score(evaluation, found.samples, batch_size=batch_size, seed=seed, progress=True)
+    metrics.update(memorisation_metrics(found.samples[: int(metrics["n"])], evaluation, run_data.spec,
+                                        split, run_data=run_data, root=options.get("root")))  # fmt: skip
+    base = score(evaluation, found.uncontrolled, batch_size=batch_size, seed=seed, progress=True)
+    return {"samples": "controlled", "metrics": metrics, "base_metrics": base,
+            "adherence": _adherence_record(found, run_data.spec)}  # fmt: skip
+
+
+def _adherence_record(found: ControlComparison, data: str) -> dict[str, Any]:
+    """The adherence block of a control run's report (measure None for users' own controls, which have
+    none): the measure at the controlled, chance and ceiling levels, and the held-out controls it used."""
+    levels = found.adherence()
+    record: dict[str, Any] = {"control": found.kind, "measure": None, "name": None}
+    if levels is not None:
+        record.update(measure=levels["controlled"].name, name=ADHERENCE_NAMES[found.kind],
+                      **{level: value.mean for level, value in levels.items()})  # fmt: skip
+    return {**record, "n": len(found.real), "controls": f"{HELD_OUT_SPLIT} split of {data}"}
 
 
 def _sampler_record(settings: SamplingConfig) -> dict[str, Any]:
@@ -147,7 +216,13 @@ def likelihood_of_path(
 
 
 def _bound_over(
-    model: DiffusionModel, dataset: Any, count: int, *, num_terms: int | None, variance: str, seed: int,
+    model: DiffusionModel,
+    dataset: Any,
+    count: int,
+    *,
+    num_terms: int | None,
+    variance: str,
+    seed: int,
     batch_size: int,
 ) -> dict[str, Any]:
     """Bits/dim of the first ``count`` images in batches (image i's noise from seed i of ``seed``), with
@@ -206,14 +281,40 @@ def format_nll_table(report: dict[str, Any]) -> str:
 
 
 def format_table(report: dict[str, Any]) -> str:
-    """The metrics of a report as a two-column text table."""
-    rows = list(report["metrics"].items())
-    width = max(len(key) for key, _ in rows)
-    lines = [f"{'metric':<{width}}  value", f"{'-' * width}  -----"]
-    for key, value in rows:
-        shown = f"{value:.0f}" if key == "n" else (f"{value:.5g}" if math.isfinite(value) else str(value))
-        lines.append(f"{key:<{width}}  {shown}")
-    return "\n".join(lines)
+    """The metrics of a report as a text table; for a control run, the controlled samples' beside the
+    base's (without control) and then the adherence table."""
+    columns = ["value"] if "base_metrics" not in report else ["controlled", "base, no control"]
+    found = [report["metrics"]] + ([report["base_metrics"]] if len(columns) > 1 else [])
+    rows = [(key, [_shown(key, scores.get(key)) for scores in found]) for key in report["metrics"]]
+    table = _table(["metric", *columns], rows)
+    return table if "adherence" not in report else f"{table}\n\n{_adherence_table(report['adherence'])}"
+
+
+def _adherence_table(block: dict[str, Any]) -> str:
+    """The adherence block as a table: the measure at its three levels and on what."""
+    title = f"adherence of {block['control']} controls on {block['n']} held-out images ({block['controls']})"
+    if block["measure"] is None:
+        return f"{title}: users' own controls have no adherence measure"
+    levels = [("controlled", "controlled"), ("chance", "chance (base, no control)"),
+              ("ceiling", "ceiling (real images)")]  # fmt: skip
+    return f"{title}\n" + _table(["level", block["name"]],
+                                 [(name, [_shown(key, block[key])]) for key, name in levels])  # fmt: skip
+
+
+def _shown(key: str, value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.0f}" if key == "n" else (f"{value:.5g}" if math.isfinite(value) else str(value))
+
+
+def _table(header: Sequence[str], rows: Sequence[tuple[str, Sequence[str]]]) -> str:
+    """Left-aligned columns, each as wide as its widest cell, under a header and a rule."""
+    lines = [list(header), *([key, *values] for key, values in rows)]
+    widths = [max(len(cell) for cell in column) for column in zip(*lines, strict=True)]
+    lines.insert(1, ["-" * width for width in widths])
+    return "\n".join(
+        "  ".join(f"{cell:<{w}}" for cell, w in zip(line, widths, strict=True)).rstrip() for line in lines
+    )
 
 
 def write_json(report: dict[str, Any], path: str | Path) -> Path:

@@ -1,0 +1,59 @@
+"""`ddpm eval` of a ControlNet run: controlled samples scored beside the base's, and the control kind's
+adherence at its chance, controlled and ceiling levels (issue 21)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ddpm.cli import main
+from ddpm.command_support import control_comparison, open_run
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("eval-cache")
+
+
+@pytest.fixture
+def quiet_cache(cache_dir, monkeypatch):
+    # the feature classifier is trained once for these tests, and its cache stays out of the user's data root
+    monkeypatch.setenv("DDPM_DATA", str(cache_dir))
+
+
+def _eval(run_dir, out, *flags):
+    assert main(["eval", str(run_dir), "--metrics", "fd", "--device", "cpu", "--json", str(out), *flags]) == 0
+    return json.loads(out.read_text())
+
+
+def test_a_control_run_reports_adherence_and_the_fd_of_controlled_and_base_samples(
+    control_run, tmp_path, quiet_cache, capsys
+):
+    report = _eval(control_run, tmp_path / "r.json", "--n", "12")
+    block = report["adherence"]
+    assert (block["control"], block["measure"], block["name"]) == ("canny", "edge_f1", "edge F1")
+    assert block["n"] == 12 and block["controls"] == "test split of digits" and block["ceiling"] == 1.0
+    assert all(0.0 <= block[level] <= 1.0 for level in ("controlled", "chance", "ceiling"))
+    # The numbers are command_support.control_comparison's on the same 12 held-out controls and seed.
+    levels = control_comparison(open_run(control_run, device="cpu"), n=12, uncontrolled=True).adherence()
+    assert {level: block[level] for level in levels} == {level: value.mean for level, value in levels.items()}
+    # FD of the samples drawn with controls (the metrics) beside the base's, on the same real images.
+    assert report["samples"] == "controlled"
+    assert report["metrics"]["n"] == report["base_metrics"]["n"] == 12
+    assert report["metrics"]["fd_classifier"] > 0 and report["base_metrics"]["fd_classifier"] > 0
+    out = capsys.readouterr().out
+    assert "controlled  base, no control" in out and "chance (base, no control)" in out
+    assert "adherence of canny controls on 12 held-out images (test split of digits)" in out
+
+
+def test_a_control_runs_n_is_capped_by_its_held_out_images(control_run, tmp_path, quiet_cache):
+    # digits' test split holds 297 images: --split train asks for more real images than there are controls.
+    report = _eval(control_run, tmp_path / "r.json", "--n", "400", "--split", "train", "--steps", "2")
+    assert report["adherence"]["n"] == report["metrics"]["n"] == 297 and report["steps"] == 2
+
+
+def test_a_run_without_control_has_no_adherence_block(digits_run, tmp_path, quiet_cache, capsys):
+    report = _eval(digits_run, tmp_path / "r.json", "--n", "12")
+    assert "adherence" not in report and "base_metrics" not in report and "samples" not in report
+    assert "adherence" not in capsys.readouterr().out
