@@ -57,3 +57,28 @@ def test_a_run_without_control_has_no_adherence_block(digits_run, tmp_path, quie
     report = _eval(digits_run, tmp_path / "r.json", "--n", "12")
     assert "adherence" not in report and "base_metrics" not in report and "samples" not in report
     assert "adherence" not in capsys.readouterr().out
+
+
+def test_sampler_flags_and_data_root_reach_the_controlled_samples(control_run, tmp_path):
+    from ddpm.commands.eval import _with_data
+
+    opened = open_run(control_run, device="cpu")
+    settings = opened.model.sampling.with_overrides(sampler="ddim", steps=3)
+    moved = _with_data(opened, opened.data_section(None), settings, str(tmp_path))
+    assert moved.model.sampling == settings and moved.model.net is opened.model.net
+    assert moved.config.data.root == str(tmp_path) and opened.config.data.root != str(tmp_path)
+
+
+def test_users_own_controls_report_no_measure():
+    import torch
+
+    from ddpm.commands.eval import _adherence_record, format_table
+    from ddpm.editing import ControlComparison
+
+    images = torch.zeros(3, 1, 8, 8)
+    block = _adherence_record(ControlComparison("folder", images, images, images, images), "digits")
+    assert block == {"control": "folder", "measure": None, "name": None, "n": 3,
+                     "controls": "test split of digits"}  # fmt: skip
+    report = {"metrics": {"n": 3.0}, "base_metrics": {"n": 3.0}, "adherence": block}
+    expected = "(test split of digits): users' own controls have no adherence measure"
+    assert format_table(report).endswith(expected)
