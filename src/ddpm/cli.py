@@ -201,8 +201,9 @@ def add_export(commands: argparse._SubParsersAction) -> None:
     export = commands.add_parser("export", help="write a model in another format (diffusers)", description=(
         "Write the model of a run directory or checkpoint folder as a diffusers folder (unet/, scheduler/, "
         "model_index.json) that DDPMPipeline.from_pretrained(OUT_DIR) loads, a latent run's as one that "
-        "LDMPipeline.from_pretrained(OUT_DIR) loads (vqvae/ too); written whole or not at all. ControlNet "
-        "runs are not exported: their run directory is the format."
+        "LDMPipeline.from_pretrained(OUT_DIR) loads (vqvae/ too), an autoencoder run's as one that "
+        "AutoencoderKL.from_pretrained(OUT_DIR) loads (latents_mean/latents_std in its config); written "
+        "whole or not at all. ControlNet runs are not exported: their run directory is the format."
     ))  # fmt: skip
     export.add_argument("path", metavar="RUN_DIR|CHECKPOINT")
     export.add_argument("out_dir", metavar="OUT_DIR")
