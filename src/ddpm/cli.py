@@ -168,11 +168,12 @@ def add_eval(commands: argparse._SubParsersAction) -> None:
     evaluate = commands.add_parser("eval", help="measure sample quality (FID / FD_classifier, KID, P&R, IS)",
                                    description=(
         "Score a run or checkpoint (it draws --n samples itself, with the run's own sampler unless the "
-        "sampler flags say otherwise) or a samples .npz against real data. Image sets with labels (digits, "
-        "mnist, fashion-mnist) use a classifier trained by the package; RGB sets use Inception-v3 (FID), "
-        "from a local weights file."
+        "sampler flags say otherwise) or a samples .npz against real data; an autoencoder run by its "
+        "reconstructions of --n real images (PSNR, FD against them, the real-data floor, latent statistics). "
+        "Image sets with labels (digits, mnist, fashion-mnist) use a classifier trained by the package; RGB "
+        "sets use Inception-v3 (FID), from a local weights file."
     ))  # fmt: skip
-    evaluate.add_argument("path", metavar="RUN_DIR|CHECKPOINT|SAMPLES.npz")
+    evaluate.add_argument("path", metavar="RUN_DIR|CHECKPOINT|AE_RUN|SAMPLES.npz")
     evaluate.add_argument("--data", metavar="SPEC", help="real data (default: the run's data)")
     evaluate.add_argument("--n", type=int, default=1000, help="samples to score (default 1000)")
     evaluate.add_argument("--metrics", nargs="+", help="fd kid precision recall is coverage confidence swd")
@@ -194,6 +195,8 @@ def add_eval(commands: argparse._SubParsersAction) -> None:
                           "of its T terms, geometrically spaced (flagged as an estimate; default: all T)")
     evaluate.add_argument("--nll-variance", choices=("beta", "beta_tilde"), help="with --nll, for a model "
                           "that learned no variance: its fixed Σ, β (default) or β̃")
+    evaluate.add_argument("--sample-posterior", action="store_true", help="autoencoder runs: decode a "
+                          "seeded sample of q(z|x) instead of its mean")
 
 
 def add_export(commands: argparse._SubParsersAction) -> None:
