@@ -7,6 +7,7 @@ are the one draw that depends on how the batch is split.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -16,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -86,21 +88,28 @@ def assert_same_tensors(a: dict, b: dict, exact: bool) -> None:
             torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-6, msg=name)
 
 
+@contextlib.contextmanager
+def two_processes(config_file: Path, out: Path) -> Iterator[None]:
+    """`ddpm train --nproc 2` runs ``config_file`` into ``out`` while the body runs; it must succeed."""
+    command = [sys.executable, "-m", "ddpm", "train", "--device", "cpu", "--nproc", "2"]
+    command += ["--config", str(config_file), "--out", str(out)]
+    with subprocess.Popen(
+        command, env=worker_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    ) as two:
+        yield
+        errors = two.communicate(timeout=240)[1].decode()
+    assert two.returncode == 0, errors[-3000:]
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, Path]:
     """One process with batch 16, one with 2 × 8 accumulated, two processes with 8 each (CLI)."""
     root = tmp_path_factory.mktemp("distributed")
     config = tiny()
     config_file = write_config(root / "config.toml", config)
-    command = [sys.executable, "-m", "ddpm", "train", "--device", "cpu", "--nproc", "2"]
-    command += ["--config", str(config_file), "--out", str(root / "two")]
-    with subprocess.Popen(
-        command, env=worker_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    ) as two:
+    with two_processes(config_file, root / "two"):
         train(config, root / "one", log=quiet)  # meanwhile: the processes start up slowly
         train(tiny(grad_accum_steps=2), root / "accum", log=quiet)
-        errors = two.communicate(timeout=240)[1].decode()
-    assert two.returncode == 0, errors[-3000:]
     return {"one": root / "one", "accum": root / "accum", "two": root / "two", "config": config_file}
 
 
@@ -116,6 +125,36 @@ def test_two_processes_and_accumulation_train_as_one_process(runs):
     assert len(reference) == 6 and len(set(reference)) == 6
     for name in ("accum", "two"):
         assert losses(runs[name]) == pytest.approx(reference, rel=1e-5)
+
+
+def importance_sampled(**run) -> TrainConfig:
+    """Pure L_vlb with importance-sampled t; T = 4 so that the sampler's 10 losses of every t (its fixed
+    history) fill within the first 4 steps of a batch of 16; the steps after draw t ∝ √E[L_t²]."""
+    config = tiny(**run)
+    diffusion = dataclasses.replace(
+        config.diffusion, num_steps=4, loss="vlb", learn_variance=True, importance_sampling=True
+    )
+    return dataclasses.replace(config, diffusion=diffusion)
+
+
+def test_two_processes_train_as_one_process_with_importance_sampling_warmed_up(tmp_path):
+    """The ranks see only their shards' losses: record_losses must all_sum the global batch's before the
+    sampler records them, or rank 0's history (and so its draws of t) would differ from one process's."""
+    config = importance_sampled(checkpoint_every=4)
+    with two_processes(write_config(tmp_path / "config.toml", config), tmp_path / "two"):
+        train(config, tmp_path / "one", log=quiet)
+    one, two = final(tmp_path / "one"), final(tmp_path / "two")
+    assert one.step == two.step == 6 and two.meta["world_size"] == 2
+    halfway = load_checkpoint(RunDir(tmp_path / "one").checkpoint_dir(4))
+    # warmed up by step 4: steps 5 and 6 draw t by importance
+    assert halfway.timestep_sampler["loss_counts"].tolist() == [10] * 4
+    assert one.timestep_sampler.keys() == two.timestep_sampler.keys() == {"loss_history", "loss_counts"}
+    assert torch.equal(one.timestep_sampler["loss_counts"], two.timestep_sampler["loss_counts"])
+    torch.testing.assert_close(one.timestep_sampler["loss_history"], two.timestep_sampler["loss_history"],
+                               rtol=1e-4, atol=1e-6)  # fmt: skip
+    for a, b in ((one.model, two.model), (one.ema, two.ema), (one.optimizer, two.optimizer)):
+        assert_same_tensors(a, b, exact=False)
+    assert losses(tmp_path / "two") == pytest.approx(losses(tmp_path / "one"), rel=1e-5)
 
 
 def test_resume_under_two_processes_continues_exactly(runs, tmp_path):
