@@ -127,7 +127,8 @@ def evaluate_control(
     options.update(split=split, batch_size=batch_size)
     # The real data first: a bad --data, --split or --n fails before minutes of sampling.
     evaluation = prepare_real(run_data.spec, count, run_data=run_data, **options)
-    found = control_comparison(opened, n=count, seed=seed, uncontrolled=True, batch_size=batch_size)
+    found = control_comparison(opened, n=count, seed=seed, uncontrolled=True, batch_size=batch_size,
+                               held_out=held_out)  # fmt: skip
     if len(found.real) < count:  # users' own controls: only the held-out images that have one
         evaluation = prepare_real(run_data.spec, len(found.real), run_data=run_data, **options)
     metrics = score(evaluation, found.samples, batch_size=batch_size, seed=seed, progress=True)
