@@ -167,8 +167,9 @@ def test_two_processes_train_the_gan_as_one_process_with_the_same_shards(tmp_pat
     torch.set_num_threads(1)
     try:
         with subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as two:
-            train(gan_config(4, 1, "run.checkpoint_every=0", "run.preview_images=1", "run.grad_accum_steps=2"),
-                  tmp_path / "one", log=quiet)  # fmt: skip
+            accumulated = gan_config(4, 1, "run.checkpoint_every=0", "run.preview_images=1",
+                                     "run.grad_accum_steps=2")  # fmt: skip
+            train(accumulated, tmp_path / "one", log=quiet)
             errors = two.communicate(timeout=240)[1].decode()
     finally:
         torch.set_num_threads(threads)
@@ -180,7 +181,8 @@ def test_two_processes_train_the_gan_as_one_process_with_the_same_shards(tmp_pat
         a, b = getattr(one, name), getattr(two_ranks, name)
         assert a.keys() == b.keys()
         for key in (k for k in a if not k.endswith(buffers)):
-            torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6, msg=lambda m, key=key: f"{key}: {m}")
+            named = lambda message, key=key: f"{key}: {message}"  # noqa: E731
+            torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6, msg=named)
     for a, b in zip(log(tmp_path / "one"), log(tmp_path / "two"), strict=True):
         for field in ("loss", *LOG_FIELDS):
             assert (a[field] is b[field] is None) or a[field] == pytest.approx(b[field], rel=1e-4, abs=1e-6)
