@@ -6,7 +6,7 @@ sampler step with 0-based index ``t`` holds the paper's x_{t+1} and is labelled 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -172,10 +172,14 @@ def forward_table(
     *,
     generator: torch.Generator | None = None,
     scale: int = 1,
+    decode: Callable[[Tensor], Tensor] | None = None,
 ) -> ImageTable:
-    """Images (rows) noised to ``steps`` (columns) as an :class:`ImageTable`."""
-    x0 = check_images(x0, "x0")
+    """Images (rows) noised to ``steps`` (columns) as an :class:`ImageTable`. With ``decode``, ``x0`` are a
+    latent model's latents, noised where its diffusion runs, and each state is shown decoded (LDM §3)."""
+    x0 = check_images(x0, "x0") if decode is None else torch.as_tensor(x0).detach().cpu()
     states = forward_trajectory(x0, schedule, steps, generator=generator)
+    if decode is not None:
+        states = [check_images(decode(state), "decoded x_t") for state in states]
     cells = torch.stack(states, dim=1)  # (N, K, C, H, W)
     return image_table(cells, [f"t = {s}" for s in steps], scale=scale)
 
@@ -216,11 +220,13 @@ def forward_strip(
     generator: torch.Generator | None = None,
     max_images: int = 4,
     max_points: int = 1000,
+    decode: Callable[[Tensor], Tensor] | None = None,
 ) -> Figure:
     """The forward process as a figure: images dissolving into noise, or a row of 2-D scatter plots.
 
     ``x0`` is (N, C, H, W) images in [-1, 1] (the first ``max_images`` are shown, one per row) or
-    (N, 2) points (the first ``max_points``, one scatter plot per step).
+    (N, 2) points (the first ``max_points``, one scatter plot per step); or, with ``decode`` (latents →
+    images), a latent model's latents, whose noised states are shown decoded.
     """
     if is_points(x0):
         states = forward_trajectory(x0[:max_points], schedule, steps, generator=generator)
@@ -230,9 +236,7 @@ def forward_strip(
         for ax, s, x in zip(axes, steps, states, strict=True):
             draw_scatter(ax, x, f"t = {s}", lim)
         return fig
-    return table_figure(
-        forward_table(check_images(x0, "x0")[:max_images], schedule, steps, generator=generator)
-    )
+    return table_figure(forward_table(x0[:max_images], schedule, steps, generator=generator, decode=decode))
 
 
 def reverse_strip(

@@ -47,7 +47,8 @@ def save_run_curves(run_dir: str | Path, out_dir: str | Path | None = None) -> l
     """Write training curves, evaluation curves and the schedule plot of a run as PNGs.
 
     Files go to ``out_dir`` (default ``RUN_DIR/figures``): ``curves.png`` when the log has losses,
-    ``eval.png`` when eval.jsonl has metrics, and ``schedule.png`` for the run's β schedule.
+    ``eval.png`` when eval.jsonl has metrics, and ``schedule.png`` for the run's β schedule (none for an
+    autoencoder run, which has no diffusion).
     """
     run = load_run(run_dir)
     out = Path(out_dir) if out_dir is not None else RunDir(run.run_dir).figures_dir
@@ -56,6 +57,8 @@ def save_run_curves(run_dir: str | Path, out_dir: str | Path | None = None) -> l
         written.append(save_figure(plot_training_curves(run.log), out / "curves.png"))
     if any(k != "step" for r in run.evals for k in r):
         written.append(save_figure(plot_eval_metrics(run.evals), out / "eval.png"))
+    if run.setting("kind", sections=("model",)) == "autoencoder":
+        return written
     schedule = run.setting("schedule", "linear", ("diffusion",))
     num_steps = int(run.setting("num_steps", 1000, ("diffusion",)))
     written.append(save_figure(plot_schedules([schedule], num_steps), out / "schedule.png"))
