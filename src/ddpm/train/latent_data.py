@@ -7,9 +7,16 @@ in memory; each step then draws z = mean + std · ε with ε from the step's own
 sample an on-the-fly encoder would draw, at a fraction of the cost: one encoder pass per image (two with
 flips) instead of one per image per epoch. Measured in docs/LATENT.md.
 
+Under torchrun the W ranks share the encoding: rank r encodes chunks r, r + W, … of the chunks one process
+encodes (the same images per encoder call, so the same numbers), and one all-reduce of the zero-filled
+tables gives every rank every latent; each rank then draws its shards of the global batch from them
+(:mod:`ddpm.train.step`). Nothing is written to disk, so there is no cache for ranks to race on.
+
 Before anything is written, the autoencoder run is checked: it must exist, be an autoencoder run, still
 hold the weights a resumed run was trained on (their sha256), and take the data's images (channels,
-size, a size divisible by its factor f).
+size, a size divisible by its factor f). Rank 0 checks it and records the sha256 of the weights it
+found; the other ranks open the checkpoint with those weights, so all encode with one autoencoder and
+one normalisation even while the autoencoder run is still writing checkpoints.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from ddpm.data import Dataset
 from ddpm.nets.latent_codec import LatentCodec
 from ddpm.rundir import autoencoder_checkpoint, read_checkpoint_meta, read_weights, weights_sha256
 from ddpm.train.config import TrainConfig
+from ddpm.train.distributed import DistContext, all_sum
 
 ENCODE_BATCH = 256  # images per encoder call while encoding the data set
 
@@ -43,8 +51,8 @@ class LatentData:
 
     images: Dataset  # the pixel data
     codec: LatentCodec  # the frozen autoencoder and normalisation (previews decode with it)
-    mean: Tensor  # (N, c, h, w) normalised posterior means
-    std: Tensor  # (N, c, h, w) normalised posterior stds
+    mean: Tensor | None = None  # (N, c, h, w) normalised posterior means; None until encode_dataset
+    std: Tensor | None = None  # (N, c, h, w) normalised posterior stds
     mirrored: tuple[Tensor, Tensor] | None = None  # (mean, std) of the flipped images, when the run flips
 
     kind = property(lambda self: self.images.kind)
@@ -61,7 +69,7 @@ class LatentData:
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
-        return tuple(self.mean.shape[1:])
+        return self.codec.latent_shape(self.images.sample_shape)
 
     def batch(
         self, index: Tensor, device: torch.device | str | None = None, *, flip: Tensor | None = None,
@@ -69,6 +77,7 @@ class LatentData:
     ) -> Tensor:  # fmt: skip
         """Latents of rows ``index``: z = mean + std · ``noise`` (the posterior means without noise), of the
         mirrored image where ``flip`` (B,) is True."""
+        assert self.mean is not None and self.std is not None, "encode_dataset first"
         mean, std = self.mean[index], self.std[index]
         if flip is not None:
             assert self.mirrored is not None, "flips need the mirrored encodings (data.random_flip)"
@@ -95,6 +104,18 @@ def open_autoencoder(config: TrainConfig) -> tuple[LatentCodec, TrainConfig]:
     return codec, dataclasses.replace(config, latent=recorded)
 
 
+def join_autoencoder(config: TrainConfig, path: str, sha256: str, ctx: DistContext) -> TrainConfig:
+    """A rank other than 0: ``config`` naming the autoencoder rank 0 checked (its absolute ``path`` and the
+    ``sha256`` of the weights it found), so every rank opens the same checkpoint."""
+    if not Path(path).is_dir():
+        raise ConfigError(
+            f"rank {ctx.rank} cannot see autoencoder run {path!r}, which rank 0 encodes with; the "
+            "autoencoder run must be on a file system every node shares"
+        )
+    recorded = dataclasses.replace(config.latent, autoencoder=path, autoencoder_sha256=sha256)
+    return dataclasses.replace(config, latent=recorded)
+
+
 def check_images_fit(codec: LatentCodec, dataset: Dataset, config: TrainConfig) -> None:
     """Refuse data the autoencoder was not trained on: points, other channels, another image size."""
     ae, where = codec.autoencoder.config, config.latent.autoencoder
@@ -118,33 +139,36 @@ def check_images_fit(codec: LatentCodec, dataset: Dataset, config: TrainConfig) 
 
 @torch.no_grad()
 def encode_dataset(
-    dataset: Dataset, codec: LatentCodec, device: torch.device, *, mirrored: bool, log: Callable[[str], Any]
+    latent: LatentData, ctx: DistContext, *, mirrored: bool, log: Callable[[str], Any]
 ) -> LatentData:
-    """Encode every image once (and its mirror image when ``mirrored``); says how long it took."""
+    """``latent`` with every image encoded (and its mirror image when ``mirrored``), the chunks of
+    :data:`ENCODE_BATCH` images dealt out to the ranks in turn; says how long it took. Every rank calls it."""
     started = time.perf_counter()
-    codec = codec.to(device)
+    images, device = latent.images, ctx.device
+    codec = latent.codec.to(device)
     views = [False, True] if mirrored else [False]
     encoded = []
     for flip in views:
-        means, stds = [], []
-        for start in range(0, len(dataset), ENCODE_BATCH):
-            images = dataset.batch(
-                torch.arange(start, min(start + ENCODE_BATCH, len(dataset))), device=device
+        # zeros where other ranks encode: the all-reduce adds exact zeros to each rank's own rows
+        mean, std = (torch.zeros((len(images), *latent.sample_shape), device=device) for _ in range(2))
+        starts = range(0, len(images), ENCODE_BATCH)
+        for start in starts[ctx.rank :: ctx.world_size]:
+            rows = torch.arange(start, min(start + ENCODE_BATCH, len(images)))
+            x = images.batch(rows, device=device)
+            mean[start : start + len(rows)], std[start : start + len(rows)] = codec.posterior(
+                x.flip(-1) if flip else x
             )
-            mean, std = codec.posterior(images.flip(-1) if flip else images)
-            means.append(mean.float().cpu())
-            stds.append(std.float().cpu())
-        encoded.append((torch.cat(means), torch.cat(stds)))
-    latent = LatentData(dataset, codec, *encoded[0], mirrored=encoded[1] if mirrored else None)
-    count = len(dataset) * len(views)
-    log(f"encoded {count} images to latents {latent.sample_shape} in {time.perf_counter() - started:.1f}s")
-    return latent
+        encoded.append((all_sum(mean, ctx).cpu(), all_sum(std, ctx).cpu()))
+    done = LatentData(images, codec, *encoded[0], mirrored=encoded[1] if mirrored else None)
+    shared = f" on {ctx.world_size} processes" if ctx.distributed else ""
+    seconds = time.perf_counter() - started
+    log(f"encoded {len(images) * len(views)} images to latents {done.sample_shape}{shared} in {seconds:.1f}s")
+    return done
 
 
-def latent_training_data(
-    config: TrainConfig, dataset: Dataset, device: torch.device, log: Callable[[str], Any] = print
-) -> tuple[LatentData, TrainConfig]:
-    """A latent run's data and its config with the autoencoder recorded (path, weights' sha256)."""
+def latent_training_data(config: TrainConfig, dataset: Dataset) -> tuple[LatentData, TrainConfig]:
+    """A latent run's data, not yet encoded (:func:`encode_dataset` does that, on every rank), and its config
+    with the autoencoder recorded (path, weights' sha256). Checks; writes nothing."""
     codec, config = open_autoencoder(config)
     check_images_fit(codec, dataset, config)
-    return encode_dataset(dataset, codec, device, mirrored=config.data.random_flip, log=log), config
+    return LatentData(dataset, codec), config

@@ -6,7 +6,8 @@ run that is missing, is no autoencoder run, has changed since, or does not fit t
 
 Under torchrun (several processes) rank 0 alone loads the data first (downloads, caches), checks and
 writes the run directory; the other ranks then load the same data and resume from the checkpoint
-rank 0 names. An error on rank 0 stops every rank.
+rank 0 names (a latent run: with the autoencoder weights rank 0 found; then all ranks encode the images
+together). An error on rank 0 stops every rank.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ddpm.configio import ConfigError, dumps_toml
 from ddpm.data import Dataset
 from ddpm.data.folder import report_skipped
@@ -28,7 +27,7 @@ from ddpm.safe_files import atomic_write_text
 from ddpm.train.config import TrainConfig, config_from_dict, config_to_dict
 from ddpm.train.control_data import control_training_data
 from ddpm.train.distributed import DistContext, batch_plan, distributed_session, share_from_main
-from ddpm.train.latent_data import latent_training_data
+from ddpm.train.latent_data import LatentData, encode_dataset, join_autoencoder, latent_training_data
 from ddpm.train.loop import TrainResult, train_loop
 from ddpm.train.previews import Previews, ReconstructionPreviews
 from ddpm.train.run_data import load_data
@@ -139,10 +138,12 @@ def train(
 
         def prepare() -> str:
             prepared["dataset"], prepared["config"], checkpoint = _prepare(
-                config, run_dir, resume=resume, overwrite=overwrite, force=force, log=log, device=ctx.device
+                config, run_dir, resume=resume, overwrite=overwrite, force=force, log=log
             )
             prepared["checkpoint"] = checkpoint
             shared = {"checkpoint": "" if checkpoint is None else str(checkpoint)}
+            latent = prepared["config"].latent  # the autoencoder checkpoint rank 0 found, by its weights
+            shared["latent"] = [latent.autoencoder, latent.autoencoder_sha256]
             return json.dumps({**shared, "fingerprint": prepared["dataset"].fingerprint})
 
         shared = json.loads(share_from_main(ctx, prepare))
@@ -150,6 +151,9 @@ def train(
             dataset, config, checkpoint = prepared["dataset"], prepared["config"], prepared["checkpoint"]
         else:
             dataset, config, checkpoint = _join(config, run_dir, shared, ctx)
+        if isinstance(dataset, LatentData):  # every rank encodes its part of the images, and gets all
+            dataset = encode_dataset(dataset, ctx, mirrored=config.data.random_flip,
+                                     log=log if ctx.is_main else lambda _: None)  # fmt: skip
         make_previews = ReconstructionPreviews if config.is_autoencoder else Previews
         previews = make_previews(config, dataset, run_dir) if ctx.is_main else None
         evaluate = None
@@ -169,9 +173,9 @@ def _join(
 ) -> tuple[Dataset, TrainConfig, Path | None]:
     """A rank other than 0: the same data as rank 0 and the checkpoint it resumes from."""
     dataset = load_data(config)
-    if config.latent.autoencoder:  # rank 0 has checked it; the same encodings here
-        dataset, config = latent_training_data(config, dataset, ctx.device, log=lambda _: None)
-    if config.control.base:  # rank 0 has checked the base; the same controls here
+    if config.latent.autoencoder:  # rank 0 has checked it; the same weights and normalisation here
+        dataset, config = latent_training_data(join_autoencoder(config, *shared["latent"], ctx), dataset)
+    if config.control.enabled:  # rank 0 has checked the base; the same controls here
         dataset, config = control_training_data(config, dataset, log=lambda _: None)
     if dataset.fingerprint != shared["fingerprint"]:
         raise ConfigError(
@@ -195,7 +199,6 @@ def _prepare(
     overwrite: bool,
     force: bool,
     log: Any,
-    device: torch.device,
 ) -> tuple[Dataset, TrainConfig, Path | None]:
     """Rank 0 (or the only process): load the data, check and write the run directory."""
     if run_dir.exists() and not run_dir.is_dir():
@@ -209,9 +212,9 @@ def _prepare(
         )
     dataset = load_data(config)
     report_skipped(dataset, strict=config.data.strict, log=log)  # each passed-over file, once
-    if config.latent.autoencoder:  # checks the autoencoder run, records its weights' sha256, encodes
-        dataset, config = latent_training_data(config, dataset, device, log=log)
-    if config.control.base:  # checks the base run, records its weights' sha256, computes the controls
+    if config.latent.autoencoder:  # checks the autoencoder run, records its weights' sha256
+        dataset, config = latent_training_data(config, dataset)
+    if config.control.enabled:  # checks a ControlNet's base, records its sha256; computes the controls
         dataset, config = control_training_data(config, dataset, log=log)
     config = resolve_for_data(config, dataset)
     checkpoint = _resume_point(run, config, dataset, force=force, log=log) if resume and existing else None
