@@ -58,8 +58,11 @@ def add_train(commands: argparse._SubParsersAction) -> None:
                        "masks are taken to latent resolution, as LDM does")  # fmt: skip
     train.add_argument("--controlnet", metavar="BASE_RUN", help="train a ControlNet (Zhang et al. 2023) "
                        "steering this frozen run with --control; its config starts as its")  # fmt: skip
-    train.add_argument("--control", metavar="KIND", help="the control signal of --controlnet: canny, "
-                       "mask, lowres, gray (made from the data) or folder:PATH (yours, by name)")  # fmt: skip
+    train.add_argument("--control", metavar="KIND", help="control signal: canny, mask, lowres, gray (made "
+                       "from the data) or folder:PATH (yours, by name). With --controlnet: a branch over the "
+                       "frozen base (reused, swappable controls, --control-scale knob); alone: the baseline, "
+                       "a U-Net trained from scratch on [x_t, control] (everything retrained per kind, no "
+                       "scale; sampled without --control it drops the control)")  # fmt: skip
     train.add_argument("--config", metavar="FILE.toml", help="TOML file of config values")
     train.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="override one config value, e.g. --set optim.lr=1e-3 (repeatable)")  # fmt: skip
@@ -112,10 +115,11 @@ def add_sample(commands: argparse._SubParsersAction) -> None:
     sample.add_argument("--class", dest="classes", metavar="K|all|K1,K2", help="sample these classes of a "
                         "class-conditional model, --n each (.npz gets labels)")  # fmt: skip
     sample.add_argument("--guidance", type=float, default=1.0, metavar="S", help=GUIDANCE_HELP)
-    sample.add_argument("--control", metavar="IMAGE_OR_DIR", help="a ControlNet run's control images "
+    sample.add_argument("--control", metavar="IMAGE_OR_DIR", help="a control run's control images "
                         "(a file, a folder or a samples .npz): one sample each, --n is ignored")  # fmt: skip
-    sample.add_argument("--control-scale", type=float, default=1.0, metavar="S",
-                        help="strength of the control (0 = the base model, 1 = as trained)")  # fmt: skip
+    sample.add_argument("--control-scale", type=float, metavar="S", help="a ControlNet run's strength of "
+                        "the control (0 = the base model, 1 = as trained, the default); a concat run has "
+                        "none")  # fmt: skip
     add_model_flags(sample)
 
 

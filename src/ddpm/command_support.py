@@ -288,14 +288,15 @@ def control_comparison(
     opened: OpenedRun, *, n: int = 8, seed: int = 0, uncontrolled: bool = False, batch_size: int = 256,
     held_out: Dataset | None = None,
 ) -> editing.ControlComparison:
-    """A ControlNet run's samples drawn, with its own sampler, from the controls of ``n`` held-out images
+    """A control run's samples drawn, with its own sampler, from the controls of ``n`` held-out images
     (the test split of its data, chosen by ``seed``; for users' own controls, among the images that have
     one in the run's control folder), with their labels for a class-conditional model; with
     ``uncontrolled``, the same noises and labels without control too (``editing.compare_control``).
     ``held_out``: that split, when the caller has already loaded it."""
     model, control = opened.model, opened.model.spec.control
     if control is None or opened.config is None:
-        raise UsageError("control pictures need a ControlNet run (ddpm train --controlnet BASE --control K)")
+        raise UsageError("control pictures need a control run (ddpm train --controlnet BASE --control K, or "
+                         "--data SPEC --control K)")  # fmt: skip
     dataset = held_out if held_out is not None else load_data(opened.config, split=HELD_OUT_SPLIT)
     pool = _paired_rows(dataset, control.folder) if control.kind == "folder" else torch.arange(len(dataset))
     rows = pool[torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))[:n]]

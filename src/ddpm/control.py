@@ -1,8 +1,15 @@
-"""ControlNet runs as the model holds them (Zhang, Rao & Agrawala 2023): the ``[control]`` table of a run's
-config, the frozen base run it names, the :class:`~ddpm.nets.controlnet.ControlledUNet` built over that
-base, and control images checked for sampling.
+"""Control runs as the model holds them: the ``[control]`` table of a run's config, and control images
+checked for sampling. Two modes (``control.mode``):
 
-A control run is a run of its own. Its ``model`` and ``diffusion`` tables are its base's, copied when it
+- ``controlnet`` (Zhang, Rao & Agrawala 2023; ``ddpm train --controlnet BASE --control KIND``): the frozen
+  base run it names and the :class:`~ddpm.nets.controlnet.ControlledUNet` built over that base. The base is
+  reused as it is, controls are swappable (one small branch per kind over the same base) and
+  ``control_scale`` is a strength knob.
+- ``concat`` (``ddpm train --data SPEC --control KIND``, the issue's honest baseline): a
+  :class:`~ddpm.nets.concat_control.ConcatControlUNet` trained from scratch with the control concatenated to
+  its input. Nothing is reused: each control kind retrains the whole network, and there is no strength knob.
+
+A ControlNet run is a run of its own. Its ``model`` and ``diffusion`` tables are its base's, copied when it
 starts, and its checkpoints hold the branch alone; the base's weights are read from the base run each time
 the control run is loaded, from the checkpoint whose EMA weights have the sha256 the control run recorded.
 A base run that moved, is gone or no longer holds those weights is refused in one line, never replaced by
@@ -22,6 +29,7 @@ from torch import Tensor, nn
 from ddpm.configio import coerce
 from ddpm.data.controls import CONTROLS
 from ddpm.nets import UNetConfig
+from ddpm.nets.concat_control import ConcatControlUNet
 from ddpm.nets.controlnet import ControlBranch, ControlledUNet, ControlNetConfig
 from ddpm.nets.unet import UNet
 from ddpm.rundir import (
@@ -34,23 +42,33 @@ from ddpm.rundir import (
 )
 
 CONTROL_KINDS = (*CONTROLS, "folder")  # computed from the images, or users' own (--control folder:PATH)
+CONTROL_MODES = ("controlnet", "concat")
 
 
 @dataclass(frozen=True)
 class ControlConfig:
-    """A ControlNet run: the frozen base it steers, the control signal and the branch's own parts."""
+    """A control run: a ControlNet's frozen base, the control signal and the branch's own parts; or a
+    concat run's control signal (mode concat: no base, no branch)."""
 
+    # controlnet: a branch steering the frozen base; concat: a U-Net trained from scratch on [x_t, control]
+    mode: str = "controlnet"
     base: str = ""  # run directory of the frozen base model (ddpm train --controlnet); "" → no ControlNet
     base_sha256: str = ""  # sha256 of the base checkpoint's EMA weights, recorded when the run starts
     kind: str = "canny"  # control signal: canny, mask, lowres, gray (computed from the images) or folder
     folder: str = ""  # kind = folder: users' control images, paired with the data's by relative name
-    # P(a training sample's control is blanked to all −1), so the branch also learns the uncontrolled case
+    # P(a training sample's control is blanked to all −1), so the model also learns the uncontrolled case
     drop_rate: float = 0.1
     control_channels: int = 1  # channels of the control image (set from kind and the data at the start)
-    hint_channels: tuple[int, ...] = (16, 32)  # hint encoder stages (ControlNetConfig)
+    hint_channels: tuple[int, ...] = (16, 32)  # hint encoder stages (ControlNetConfig; not for concat)
     hint_downsample: int = 1  # control-image size / input size: 1 on pixels (a latent run: the codec's f)
 
     def __post_init__(self) -> None:
+        if self.mode not in CONTROL_MODES:
+            allowed = ", ".join(CONTROL_MODES)
+            raise ValueError(f"control.mode={self.mode!r} is not allowed; choose one of {allowed}")
+        if self.concat and (self.base or self.base_sha256):
+            raise ValueError("control.base names a ControlNet's frozen base; a concat run (control.mode = "
+                             "'concat') has none: leave it out, or use --controlnet BASE_RUN")  # fmt: skip
         if self.kind not in CONTROL_KINDS:
             allowed = ", ".join(CONTROL_KINDS)
             raise ValueError(f"control.kind={self.kind!r} is not allowed; choose one of {allowed}")
@@ -62,14 +80,25 @@ class ControlConfig:
         self.net  # noqa: B018 — ControlNetConfig checks channels, stages and hint_downsample
 
     @property
+    def concat(self) -> bool:
+        """Whether this is a concat run: the control concatenated to a from-scratch U-Net's input."""
+        return self.mode == "concat"
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the run is a control run at all (a ControlNet with its base, or a concat run)."""
+        return bool(self.base) or self.concat
+
+    @property
     def net(self) -> ControlNetConfig:
         """The branch's own parts, as :class:`ControlBranch` takes them."""
         return ControlNetConfig(self.control_channels, self.hint_channels, self.hint_downsample)
 
     @classmethod
     def from_section(cls, section: Mapping[str, Any] | None) -> ControlConfig | None:
-        """A stored config's ``control`` table; None for a run that is not a ControlNet run."""
-        return coerce(cls, dict(section), "control") if section and section.get("base") else None
+        """A stored config's ``control`` table; None for a run that is not a control run."""
+        found = section and (section.get("base") or section.get("mode") == "concat")
+        return coerce(cls, dict(section), "control") if found else None
 
 
 def base_config_problem(config: Mapping[str, Any]) -> str | None:
@@ -82,6 +111,8 @@ def base_config_problem(config: Mapping[str, Any]) -> str | None:
         return "is a latent diffusion run; ControlNet runs on latents are not supported yet (use a pixel run)"
     if config.get("control", {}).get("base"):
         return "is itself a ControlNet run; give the run it steers (its control.base) instead"
+    if config.get("control", {}).get("mode") == "concat":
+        return "is a concat control run (its input holds its control); give a run trained without control"
     return None
 
 
@@ -141,6 +172,14 @@ def controlled_net(net: UNetConfig, control: ControlConfig) -> ControlledUNet:
     return ControlledUNet(base, ControlBranch.from_base(base, control.net))
 
 
+def control_net(net: UNetConfig, control: ControlConfig) -> ControlledUNet | ConcatControlUNet:
+    """The network of a control run: for a concat run a new U-Net over [x_t, control] (``net`` is the
+    images' config), else the ControlNet over its frozen base (:func:`controlled_net`)."""
+    if control.concat:
+        return ConcatControlUNet(net, control.control_channels)
+    return controlled_net(net, control)
+
+
 def same_network(a: Any, b: Any) -> bool:
     """Whether two U-Net configs describe the same weights (dropout and gradient checkpointing aside)."""
     plain = {"dropout": 0.0, "gradient_checkpointing": False}
@@ -158,21 +197,30 @@ def trained_part(net: nn.Module) -> nn.Module:
 
 
 def check_control(net: nn.Module, control: Tensor, scale: float | Sequence[float], n: int) -> None:
-    """``control`` must be float (n, control channels, f·H, f·W) for ``n`` samples of ``net`` (ControlledUNet,
-    f = hint_downsample) and finite; ``scale`` one finite number or one per residual. One line otherwise."""
-    if not isinstance(net, ControlledUNet):
-        raise ValueError("control given to a model without a ControlNet branch; train one with ddpm train "
-                         "--controlnet BASE_RUN --control KIND")  # fmt: skip
-    config = net.branch.control_config
-    size = net.config.image_size * config.hint_downsample
-    wanted = (n, config.control_channels, size, size)
+    """``control`` must be float (n, control channels, f·H, f·W) for ``n`` samples of ``net`` (a
+    ControlledUNet, f = hint_downsample; a ConcatControlUNet, f = 1) and finite; ``scale`` one finite number
+    or one per residual (a concat run has no scale: 1 only). One line otherwise."""
+    if isinstance(net, ConcatControlUNet):
+        channels, size = net.control_channels, net.config.image_size
+        if isinstance(scale, Sequence) or scale != 1:
+            raise ValueError(f"control_scale {scale!r} applies to ControlNet runs; a concat run has its "
+                             "control in its input and no strength knob (leave the scale out)")  # fmt: skip
+    elif isinstance(net, ControlledUNet):
+        config = net.branch.control_config
+        channels, size = config.control_channels, net.config.image_size * config.hint_downsample
+    else:
+        raise ValueError("control given to a model without a ControlNet branch or control input; train "
+                         "one with ddpm train --controlnet BASE_RUN --control KIND (or --control KIND "
+                         "alone)")  # fmt: skip
+    wanted = (n, channels, size, size)
     if not isinstance(control, Tensor) or not control.is_floating_point() or tuple(control.shape) != wanted:
         got = f"of shape {tuple(control.shape)}" if isinstance(control, Tensor) else type(control).__name__
         raise ValueError(f"control {got} does not fit; this model needs float controls of shape {wanted} "
                          "(one per sample: N, channels, H, W) in [-1, 1]")  # fmt: skip
     if not bool(control.isfinite().all()):
         raise ValueError("control holds NaN or infinite values; give images in [-1, 1]")
-    net.scales(scale)  # one line naming a bad scale
+    if isinstance(net, ControlledUNet):
+        net.scales(scale)  # one line naming a bad scale
 
 
 def sampling_cond(
@@ -180,12 +228,14 @@ def sampling_cond(
     rows: slice, n: int,
 ) -> dict[str, Any] | None:  # fmt: skip
     """What the network is given for rows ``rows`` of ``n`` samples (None: nothing): their labels, and a
-    ControlNet's controls and scale, checked (:func:`check_control`) before the first batch is sampled."""
+    control run's controls (a ControlNet's with their scale), checked (:func:`check_control`) before the
+    first batch is sampled."""
     cond: dict[str, Any] = {}
     if labels is not None:
         cond["class_labels"] = labels[rows]
     if control is not None:  # classifier-free guidance doubles it with the batch: both halves see it
         check_control(net, control, scale, n)
         cond["control"] = control[rows].to(next(net.parameters()).device)
-        cond["control_scale"] = scale
+        if isinstance(net, ControlledUNet):
+            cond["control_scale"] = scale
     return cond or None

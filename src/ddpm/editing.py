@@ -314,14 +314,16 @@ def compare_control(
     model: DiffusionModel, real: Tensor, *, controls: Tensor | None = None, labels: Labels = None,
     uncontrolled: bool = True, seed: int = 0, **sample_options: Any,
 ) -> ControlComparison:  # fmt: skip
-    """Sample a ControlNet run once per real image with that image's control (computed with the run's kind
+    """Sample a control run once per real image with that image's control (computed with the run's kind
     unless ``controls`` are given, as users' own must be), and, with ``uncontrolled``, again from the same
-    noises and ``labels`` without control: the branch then adds nothing, so those are the base model's
-    samples. ``sample_options`` go to :meth:`DiffusionModel.sample` (left out: the run's own sampler)."""
+    noises and ``labels`` without control: a ControlNet's branch then adds nothing, so those are the base
+    model's samples; a concat run's network reads the blank control it learned at its drop rate.
+    ``sample_options`` go to :meth:`DiffusionModel.sample` (left out: the run's own sampler)."""
     control = model.spec.control
     if control is None:
         raise ValueError(
-            "compare_control needs a ControlNet run (ddpm train --controlnet BASE --control KIND)"
+            "compare_control needs a ControlNet run (ddpm train --controlnet BASE --control KIND) or a "
+            "concat run (--control KIND alone)"
         )
     real = check_images(model, real, "real").cpu()
     if controls is None:

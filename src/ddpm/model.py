@@ -28,7 +28,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from ddpm.configio import coerce
-from ddpm.control import ControlConfig, controlled_net, sampling_cond, trained_part
+from ddpm.control import ControlConfig, control_net, sampling_cond, trained_part
 from ddpm.diffusion import NoiseSchedule, make_schedule
 from ddpm.diffusion.guidance import ClassifierFreeGuidance, check_guidance_scale
 from ddpm.diffusion.prediction import Parameterized
@@ -59,7 +59,7 @@ class ModelSpec:
     # σ² of the ancestral (ddpm) sampler without a learned variance: beta (σ² = β_t, DDPM's CIFAR-10 choice,
     # diffusers' fixed_large) or beta_tilde (the posterior's β̃_t, fixed_small); diffusers folders set it
     variance: str = "beta"
-    control: ControlConfig | None = None  # a ControlNet run's control and frozen base (Zhang et al. 2023)
+    control: ControlConfig | None = None  # a ControlNet's control and base (Zhang et al. 2023), or concat
     latent: LatentConfig | None = None  # a latent model's autoencoder; sample_shape is then its images'
 
     @classmethod
@@ -195,7 +195,8 @@ class DiffusionModel:
         samples or one per sample. ``guidance`` is the classifier-free guidance scale s ≥ 0 (diffusers'
         ``guidance_scale``; Ho & Salimans 2022 eq. 6 with w = s − 1): 1 is the plain model and needs no
         labels, any other s needs them. ``eps_scale`` λ divides the predicted noise at every step.
-        ``control`` (N, C, H, W): a ControlNet's control image per sample, ``control_scale`` its strength.
+        ``control`` (N, C, H, W): a control run's control image per sample, ``control_scale`` a ControlNet's
+        strength (a concat run has none; without ``control`` it samples with the control dropped).
         ``callback(i, t, x_t, x̂₀)`` runs after the model call of step i of each batch (the samplers' own).
         A latent model's ``noise`` is x_T in its latent space (``space_shape``); its samples, trajectory
         and callback tensors are decoded to images.
@@ -286,8 +287,8 @@ def build_model(
     latent model's ``codec`` is read from its autoencoder run unless given."""
     if codec is None and spec.latent is not None:
         codec = load_codec(spec.latent)
-    if net is None and spec.control is not None:  # the frozen base from its run, a branch copied from it
-        net = controlled_net(spec.net, spec.control)
+    if net is None and spec.control is not None:  # a ControlNet: the frozen base from its run, a branch
+        net = control_net(spec.net, spec.control)  # copied from it; a concat run: a U-Net of [x_t, control]
     return DiffusionModel(
         net=build_net(spec.net) if net is None else net,
         spec=spec,

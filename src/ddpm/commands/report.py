@@ -78,7 +78,7 @@ def quick_metrics(
 
 
 def control_panel(opened: OpenedRun, *, n: int = CONTROL_IMAGES, seed: int = 0) -> ControlPanel | None:
-    """A ControlNet run's adherence on ``n`` held-out controls (controlled, chance, ceiling: ``ddpm.eval.
+    """A control run's adherence on ``n`` held-out controls (controlled, chance, ceiling: ``ddpm.eval.
     adherence_levels``) and the first of them as controls | samples | real images; None for other runs."""
     from ddpm import viz
 
@@ -90,6 +90,7 @@ def control_panel(opened: OpenedRun, *, n: int = CONTROL_IMAGES, seed: int = 0) 
     return viz.ControlPanel(
         kind=found.kind, controls=found.controls[shown], samples=found.samples[shown], real=found.real[shown],
         measure=ADHERENCE_NAMES.get(found.kind, "adherence"), n=len(found.real),
+        mode=opened.model.spec.control.mode,
         levels=None if levels is None else {level: value.mean for level, value in levels.items()},
     )  # fmt: skip
 

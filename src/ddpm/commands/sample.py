@@ -1,7 +1,9 @@
 """`ddpm sample`: draw from a run into a PNG grid, a samples .npz and/or a GIF of the reverse process;
 with ``--class``, rows of chosen classes of a class-conditional model (classifier-free guidance); with
-``--control``, one sample per control image of a ControlNet run (Zhang, Rao & Agrawala 2023), combined
-with ``--class`` and ``--guidance`` when given."""
+``--control``, one sample per control image of a control run (a ControlNet, Zhang, Rao & Agrawala 2023, with
+its ``--control-scale``; or a concat run, which has no scale), combined with ``--class`` and ``--guidance``
+when given. A control run sampled without ``--control`` draws with the control dropped: a ControlNet run's
+frozen base, a concat run's network given the blank control it learned at the drop rate."""
 
 from __future__ import annotations
 
@@ -44,7 +46,7 @@ def sample_to_files(
     weights: str = "ema",
     device: str = "auto",
     control: str | Path | None = None,
-    control_scale: float = 1.0,
+    control_scale: float | None = None,
 ) -> list[Path]:
     """Draw ``n`` samples (``n`` per class with ``classes``) and write them; returns the files written.
 
@@ -62,6 +64,9 @@ def sample_to_files(
         raise UsageError(
             "--gif cannot be combined with --class or --control; draw the animation without them"
         )
+    if control_scale is not None and control is None:
+        raise UsageError(f"--control-scale {control_scale} needs --control IMAGE_OR_DIR (the controls it "
+                         "scales)")  # fmt: skip
     flags = SamplerFlags(sampler, steps, spacing, eps_scale, eta)
     flags.check()  # before loading: what the flags alone say
     model = open_run(path, weights=weights, device=device).model
@@ -98,19 +103,24 @@ def _class_rows(
 
 
 def _controlled(
-    model: DiffusionModel, control: str | Path, scale: float, classes: str | None, out: Path, options: dict
-) -> Path:
+    model: DiffusionModel, control: str | Path, scale: float | None, classes: str | None, out: Path,
+    options: dict,
+) -> Path:  # fmt: skip
     """One sample per control image (each class's, with ``classes``): a .png grid or an .npz with labels."""
     if model.spec.control is None:
-        raise UsageError("--control needs a ControlNet run (ddpm train --controlnet BASE --control KIND); "
-                         "this model has no control branch")  # fmt: skip
+        raise UsageError("--control needs a ControlNet run (ddpm train --controlnet BASE --control KIND) or "
+                         "a concat run (--control KIND alone); this model has no control")  # fmt: skip
+    if model.spec.control.concat and scale is not None:
+        raise UsageError(f"--control-scale {scale} applies to ControlNet runs; this concat run has its "
+                         "control in its input and no strength knob: leave --control-scale out")  # fmt: skip
     controls = load_control_images(control, (model.spec.control.control_channels, *model.sample_shape[1:]))
     labels = None
     if classes is not None:  # every control once per class: rows of controls, one row per class
         ks = editing.parse_classes(model, classes)
         labels = torch.tensor(ks).repeat_interleave(len(controls))
         controls = controls.repeat(len(ks), 1, 1, 1)
-    images = model.sample(len(controls), control=controls, control_scale=scale, labels=labels, **options)
+    strength = {} if scale is None else {"control_scale": scale}  # a ControlNet's default: 1, as trained
+    images = model.sample(len(controls), control=controls, labels=labels, **strength, **options)
     return write_samples(images, out, model.kind, labels)
 
 

@@ -39,6 +39,11 @@ CONTROL_REFUSAL = (
     "UNet2DConditionModel, whose middle block cannot hold our U-Net's attention middle (diffusers issue "
     "5861), so the run directory (safetensors + TOML) is the format; share that instead"
 )
+CONCAT_REFUSAL = (
+    "a concat control run cannot be exported to diffusers: its U-Net reads the control image beside x_t, "
+    "which no diffusers pipeline feeds it (DDPMPipeline gives it noise alone), so the run directory "
+    "(safetensors + TOML) is the format; share that instead"
+)
 IMAGE_CLIP = 1.0  # our image models sample with x̂₀ clipped to [−1, 1]: exported as clip_sample
 
 
@@ -108,7 +113,7 @@ def image_shape(config: UNetConfig, codec: LatentCodec | None) -> tuple[int, int
 def check_exportable(model: DiffusionModel) -> None:
     """Refuse, in one line, a model diffusers' UNet2DModel cannot hold, and any ControlNet run."""
     if model.spec.control is not None:
-        raise ValueError(CONTROL_REFUSAL)
+        raise ValueError(CONCAT_REFUSAL if model.spec.control.concat else CONTROL_REFUSAL)
     if model.kind != "images" or not isinstance(model.net, UNet):
         raise ValueError(
             f"a model of {model.kind} ({type(model.net).__name__}) cannot be exported to diffusers: "

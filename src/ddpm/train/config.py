@@ -204,7 +204,7 @@ class TrainConfig:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)  # forward process and objective
     optim: OptimConfig = field(default_factory=OptimConfig)  # optimizer, schedule, EMA
     run: RunConfig = field(default_factory=RunConfig)  # length, logging, checkpoints, device
-    control: ControlConfig = field(default_factory=ControlConfig)  # ControlNet: the frozen base it steers
+    control: ControlConfig = field(default_factory=ControlConfig)  # ControlNet's base and control, or concat
     latent: LatentConfig = field(default_factory=LatentConfig)  # diffusion on an autoencoder's latents
     # the autoencoder's objective (model.kind = "autoencoder" only)
     autoencoder_loss: AutoencoderLossConfig = field(default_factory=AutoencoderLossConfig)
@@ -215,8 +215,9 @@ class TrainConfig:
                 'diffusion.learn_variance is not supported for model.kind = "mlp" (2-D points) yet; '
                 "learned variances need the U-Net (images)"
             )
-        if self.control.base and not isinstance(self.model, UNetConfig):
-            raise ConfigError("control.base steers a U-Net; set model.kind = 'unet'")
+        if self.control.enabled and not isinstance(self.model, UNetConfig):
+            raise ConfigError("a control run (control.base or control.mode = 'concat') needs a U-Net of "
+                              "images; set model.kind = 'unet'")  # fmt: skip
         if self.is_autoencoder:
             _check_autoencoder_run(self)
         elif self.latent.autoencoder and isinstance(self.model, MLPConfig):
@@ -258,7 +259,7 @@ def config_to_dict(config: TrainConfig) -> dict[str, Any]:
     ``diffusion`` or ``autoencoder_loss``, and ``latent`` for a latent diffusion run."""
     data = to_dict(config)
     data["model"] = {"kind": model_kind(config.model), **data["model"]}
-    if not config.control.base:  # a ControlNet run's table only
+    if not config.control.enabled:  # a control run's table only
         del data["control"]
     del data["diffusion" if config.is_autoencoder else "autoencoder_loss"]
     if not config.latent.autoencoder:

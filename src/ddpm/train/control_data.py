@@ -1,4 +1,5 @@
-"""The training data of a ControlNet run (Zhang, Rao & Agrawala 2023): every training image with its control.
+"""The training data of a control run: every training image with its control, for a ControlNet run (Zhang,
+Rao & Agrawala 2023) and a concat run (the control concatenated to a from-scratch U-Net's input) alike.
 
 Controls are computed once per start of a run and kept in memory as uint8 (0 ↔ −1, 255 ↔ +1): exactly
 what a control picture saved as a PNG holds, so the branch trains on the values a user's control image
@@ -8,8 +9,10 @@ gives it, at a quarter of float32's memory. Canny edges, the slow kind (about 30
 are computed each time. Users' own controls (``--control folder:PATH``) are read from their files.
 
 Each step draws one more Bernoulli per sample, last (so every other draw is what a plain run draws):
-``control.drop_rate`` of the controls are blanked to all −1, so the branch also learns the uncontrolled
-case; the base's class-label dropout stays, so class, guidance and control combine at sampling time.
+``control.drop_rate`` of the controls are blanked to all −1 (:data:`ddpm.nets.concat_control.BLANK`, what a
+concat run's network reads when sampled without control), so the branch (or the concat run's network) also
+learns the uncontrolled case; class-label dropout stays, so class, guidance and control combine at sampling
+time.
 A flipped image gets its control flipped with it.
 """
 
@@ -28,11 +31,12 @@ import torch
 from torch import Tensor
 
 from ddpm.configio import ConfigError
-from ddpm.control import base_net_config, recorded, same_network
+from ddpm.control import ControlConfig, base_net_config, recorded, same_network
 from ddpm.data import Dataset
 from ddpm.data.controls import control_channels, load_paired_controls, make_control
 from ddpm.data.dataset import fingerprint
 from ddpm.data.spec import default_data_root
+from ddpm.nets.concat_control import BLANK
 from ddpm.rundir import read_checkpoint_meta
 from ddpm.train.config import TrainConfig, config_to_dict
 from ddpm.train.control_cache import cached_controls
@@ -75,7 +79,7 @@ class ControlData:
         if flip is not None:
             control = torch.where(flip[:, None, None, None], control.flip(-1), control)
         if blank is not None:
-            control = torch.where(blank[:, None, None, None], torch.full_like(control, -1.0), control)
+            control = torch.where(blank[:, None, None, None], torch.full_like(control, BLANK), control)
         return control
 
 
@@ -129,15 +133,31 @@ def check_base_fit(config: TrainConfig, dataset: Dataset, checkpoint: Path) -> N
                           "keeps its base's forward process")  # fmt: skip
 
 
+def check_concat_fit(config: TrainConfig, dataset: Dataset) -> ControlConfig:
+    """A concat run's control table with users' control folder as an absolute path; refuses (one line) data
+    and settings it cannot train on: points, latents."""
+    if config_to_dict(config).get("latent"):
+        raise ConfigError("a concat control run (--control without --controlnet) trains on pixels; it cannot "
+                          "be a latent run (leave out --latent)")  # fmt: skip
+    if dataset.kind != "images":
+        raise ConfigError(f"data {config.data.spec!r} is 2-D points; a control run needs images")
+    folder = config.control.folder
+    return dataclasses.replace(config.control, folder=str(Path(folder).resolve()) if folder else "")
+
+
 def control_training_data(
     config: TrainConfig, dataset: Dataset, log: Callable[[str], Any] = print
 ) -> tuple[ControlData, TrainConfig]:
-    """A ControlNet run's data and its config with the base recorded (absolute path, EMA weights' sha256)
-    and the control's channels. Raises a one-line CheckpointError or ConfigError; writes nothing but the
-    cache of Canny controls under the data root (``ddpm.train.control_cache``)."""
-    control, checkpoint = recorded(config.control)
-    config = dataclasses.replace(config, control=control)
-    check_base_fit(config, dataset, checkpoint)
+    """A control run's data and its config with the control's channels, and for a ControlNet run the base
+    recorded (absolute path, EMA weights' sha256). Raises a one-line CheckpointError or ConfigError; writes
+    nothing but the cache of Canny controls under the data root (``ddpm.train.control_cache``)."""
+    if config.control.concat:
+        control = check_concat_fit(config, dataset)
+        config = dataclasses.replace(config, control=control)
+    else:
+        control, checkpoint = recorded(config.control)
+        config = dataclasses.replace(config, control=control)
+        check_base_fit(config, dataset, checkpoint)
     if control.kind == "folder":
         shape = (control.control_channels, *dataset.sample_shape[1:])
         controls = to_uint8(load_paired_controls(control.folder, shape, image_names(dataset)))

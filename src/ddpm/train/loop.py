@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ddpm.control import controlled_net, trained_part
+from ddpm.control import control_net, trained_part
 from ddpm.data import Dataset
 from ddpm.nets import build_net
 from ddpm.rundir import RunDir
@@ -169,8 +169,9 @@ def _setup(
     if run.num_threads:
         torch.set_num_threads(run.num_threads)
     torch.manual_seed(run.seed)  # initial weights, the same on every rank
-    # a ControlNet run: a trainable branch over its frozen base, whose weights come from the base run
-    built = controlled_net(config.model, config.control) if config.control.base else build_net(config.model)
+    # a ControlNet run: a trainable branch over its frozen base, whose weights come from the base run; a
+    # concat run: a new U-Net of [x_t, control]
+    built = control_net(config.model, config.control) if config.control.enabled else build_net(config.model)
     model = built.to(device)
     if dataset.kind == "images":
         model = model.to(memory_format=torch.channels_last)

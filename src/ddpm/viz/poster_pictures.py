@@ -112,10 +112,12 @@ class ControlPanel:
     measure: str  # the adherence measure's name, e.g. "edge F1"
     levels: Mapping[str, float] | None  # mean per level (controlled, chance, ceiling); None: no measure
     n: int  # held-out images the adherence was measured on
+    mode: str = "controlnet"  # or concat: a U-Net from scratch on [x_t, control], chance = control dropped
 
     def caption(self) -> str:
         shown = len(self.controls)
-        text = (f"ControlNet ({self.kind}): controls of held-out images (top), samples drawn with them "
+        name = "Concat-control U-Net" if self.mode == "concat" else "ControlNet"
+        text = (f"{name} ({self.kind}): controls of held-out images (top), samples drawn with them "
                 f"(middle), the real images (bottom); {shown} of the {self.n} measured.")  # fmt: skip
         return text if self.levels is not None else f"{text} Users' own controls have no adherence measure."
 
@@ -128,7 +130,6 @@ class ControlPanel:
         """Rows of the poster's table of values: the measure at each level, and on how many images."""
         if self.levels is None:
             return []
-        rows = [
-            (f"{self.measure}, {ADHERENCE_LEVELS.get(k, k)}", format_value(v)) for k, v in self.levels.items()
-        ]
+        names = dict(ADHERENCE_LEVELS, **({"chance": "chance (dropped)"} if self.mode == "concat" else {}))
+        rows = [(f"{self.measure}, {names.get(k, k)}", format_value(v)) for k, v in self.levels.items()]
         return [*rows, ("held-out controls", format_value(self.n))]

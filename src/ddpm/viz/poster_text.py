@@ -60,7 +60,8 @@ class RunFacts:
     train_steps: int | None
     batch_size: int | None
     final_loss: float | None
-    control: str | None = None  # a ControlNet run's signal (canny, …): it trained a branch, not the base
+    control: str | None = None  # a control run's signal (canny, …): a ControlNet trained a branch only
+    control_mode: str = "controlnet"  # or concat: a U-Net trained from scratch on [x_t, control]
     latent: bool = False  # diffusion on an autoencoder's latents
 
     @classmethod
@@ -79,12 +80,15 @@ class RunFacts:
             batch_size=run.setting("batch_size", None, ("run", "train")),
             final_loss=_smoothed_last(losses),
             control=run.setting("kind", None, ("control",)),
+            control_mode=str(run.setting("mode", "controlnet", ("control",))),
             latent=bool(run.setting("autoencoder", "", ("latent",))),
         )
 
 
 def _what_was_trained(facts: RunFacts, amount: str) -> str:
     """The summary's first line: a ControlNet run trained a branch beside a frozen base, not a model."""
+    if facts.control and facts.control_mode == "concat":
+        return f"• DDPM from scratch on {facts.data}, {facts.control} controls in its input: {amount}"
     if facts.control:
         return f"• ControlNet ({facts.control} control) on a frozen base, {facts.data}: {amount}"
     space = " on an autoencoder's latents" if facts.latent else ""

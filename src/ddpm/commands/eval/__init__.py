@@ -3,9 +3,10 @@ with ``--nll``, the model's negative log-likelihood bound on real data in bits/d
 (``likelihood``); an autoencoder run, which draws no samples, by its reconstructions of real images
 (``reconstruction``).
 
-A ControlNet run (Zhang, Rao & Agrawala 2023) is scored on samples drawn with the controls of held-out
-images (``evaluate_control``), beside its base's samples from the same noises and labels without control,
-with the control kind's adherence at chance, controlled and ceiling levels."""
+A control run is scored on samples drawn with the controls of held-out images (``evaluate_control``), beside
+samples from the same noises and labels without control (a ControlNet's, Zhang, Rao & Agrawala 2023: its
+frozen base's; a concat run's: its own network with the control dropped), with the control kind's adherence
+at chance, controlled and ceiling levels."""
 
 from __future__ import annotations
 
@@ -136,14 +137,15 @@ def evaluate_control(
                                         split, run_data=run_data, root=options.get("root")))  # fmt: skip
     base = score(evaluation, found.uncontrolled, batch_size=batch_size, seed=seed, progress=True)
     return {"samples": "controlled", "metrics": metrics, "base_metrics": base,
-            "adherence": _adherence_record(found, run_data.spec)}  # fmt: skip
+            "adherence": _adherence_record(found, run_data.spec, opened.model.spec.control.mode)}  # fmt: skip
 
 
-def _adherence_record(found: ControlComparison, data: str) -> dict[str, Any]:
+def _adherence_record(found: ControlComparison, data: str, mode: str) -> dict[str, Any]:
     """The adherence block of a control run's report (measure None for users' own controls, which have
-    none): the measure at the controlled, chance and ceiling levels, and the held-out controls it used."""
+    none): the control mode (controlnet or concat), the measure at the controlled, chance and ceiling levels,
+    and the held-out controls it used."""
     levels = found.adherence()
-    record: dict[str, Any] = {"control": found.kind, "measure": None, "name": None}
+    record: dict[str, Any] = {"control": found.kind, "mode": mode, "measure": None, "name": None}
     if levels is not None:
         record.update(measure=levels["controlled"].name, name=ADHERENCE_NAMES[found.kind],
                       **{level: value.mean for level, value in levels.items()})  # fmt: skip
@@ -165,7 +167,8 @@ def _sampler_record(settings: SamplingConfig) -> dict[str, Any]:
 def format_table(report: dict[str, Any]) -> str:
     """The metrics of a report as a text table; for a control run, the controlled samples' beside the
     base's (without control) and then the adherence table."""
-    columns = ["value"] if "base_metrics" not in report else ["controlled", "base, no control"]
+    controlled = "base_metrics" in report
+    columns = ["controlled", _uncontrolled(report["adherence"])] if controlled else ["value"]
     found = [report["metrics"]] + ([report["base_metrics"]] if len(columns) > 1 else [])
     rows = [(key, [shown(key, scores.get(key)) for scores in found]) for key in report["metrics"]]
     text = table(["metric", *columns], rows)
@@ -177,10 +180,15 @@ def _adherence_table(block: dict[str, Any]) -> str:
     title = f"adherence of {block['control']} controls on {block['n']} held-out images ({block['controls']})"
     if block["measure"] is None:
         return f"{title}: users' own controls have no adherence measure"
-    levels = [("controlled", "controlled"), ("chance", "chance (base, no control)"),
+    levels = [("controlled", "controlled"), ("chance", f"chance ({_uncontrolled(block)})"),
               ("ceiling", "ceiling (real images)")]  # fmt: skip
     return f"{title}\n" + table(["level", block["name"]],
                                 [(name, [shown(key, block[key])]) for key, name in levels])  # fmt: skip
+
+
+def _uncontrolled(block: dict[str, Any]) -> str:
+    """What the samples without control are: a ControlNet's frozen base, or a concat run with it dropped."""
+    return "control dropped" if block.get("mode") == "concat" else "base, no control"
 
 
 def run(args: argparse.Namespace) -> int:
