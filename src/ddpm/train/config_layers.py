@@ -13,7 +13,8 @@ from typing import Any
 from ddpm.configio import ConfigError, apply_override, merge, parse_override, read_toml
 from ddpm.rundir import RunDir
 from ddpm.train.config import TrainConfig, config_from_dict, config_to_dict
-from ddpm.train.presets import get_preset, preset_for_data, with_data
+from ddpm.train.presets import get_preset, with_data
+from ddpm.train.recipes import default_config
 
 DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h)?\s*$")
 
@@ -46,6 +47,8 @@ def build_train_config(
     stored config. Then the TOML ``config_file``, the ``--set KEY=VALUE``
     ``overrides`` and the ``flags`` (dotted keys such as ``"run.steps"``; None values are not given).
     ``base_layers``, when given, replace the preset (a ControlNet run's: see ``train.control_layers``).
+    Without a preset, cifar10 and folder data get the recipe of the device the layers name (``run.device``)
+    and of the image size (``data.image_size``, else a folder's own): ``train.recipes``.
     """
     stored = None if resume_dir is None else RunDir(resume_dir).config_path
     if stored is not None and stored.is_file() and not preset:
@@ -53,7 +56,11 @@ def build_train_config(
     elif base_layers is not None:  # a ControlNet run starts from its base run's config
         layers = dict(base_layers)
     else:
-        layers = config_to_dict(with_data(get_preset(preset or preset_for_data(data, kind)), data))
+        if preset:
+            base = get_preset(preset)
+        else:  # the device and image size the later layers give pick the recipe (train.recipes)
+            base = default_config(data, kind, *recipe_inputs(config_file, overrides, flags))
+        layers = config_to_dict(with_data(base, data))
         if data_root:
             layers["data"]["root"] = data_root
     if config_file:
@@ -65,3 +72,28 @@ def build_train_config(
         if value is not None:
             apply_override(layers, key.split("."), value)
     return config_from_dict(layers)
+
+
+def recipe_inputs(
+    config_file: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    flags: Mapping[str, Any] | None = None,
+) -> tuple[str, int]:
+    """The ``run.device`` ("auto" if none) and ``data.image_size`` (0 if none) that the layers above the
+    preset give (the last that sets each), which pick a data set's default recipe; values of a wrong type
+    count as not given here and are refused when the config is built."""
+    keys = ("run.device", "data.image_size")
+    values: dict[str, Any] = {}
+    if config_file:
+        table = read_toml(config_file)
+        for key in keys:
+            section, _, name = key.partition(".")
+            if isinstance(table.get(section), dict) and name in table[section]:
+                values[key] = table[section][name]
+    for assignment in overrides:
+        path, value = parse_override(assignment)
+        values[".".join(path)] = value
+    values.update({key: value for key, value in (flags or {}).items() if value is not None})
+    device, size = values.get("run.device"), values.get("data.image_size")
+    valid_size = isinstance(size, int) and not isinstance(size, bool) and size > 0
+    return (device if isinstance(device, str) else "auto"), (size if valid_size else 0)

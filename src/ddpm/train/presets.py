@@ -76,6 +76,26 @@ def _cifar10() -> TrainConfig:
     )  # fmt: skip
 
 
+def cifar10_cpu(size: int = 32) -> TrainConfig:
+    """CIFAR-10-like images under 64 px on a laptop CPU (issue 20): what ``ddpm train --data cifar10`` or
+    ``--data folder:PATH`` trains on a CPU without --preset.
+
+    1.1M parameters where the paper's GPU net has 35.7M: base 32 channels, three levels, one residual block
+    per level, attention at the third level only (8×8 of a 32-px image; ``size`` moves it with the image),
+    no dropout; the digits recipe's lr 1e-3, short warm-up, EMA 0.999 and SDE-DPM-Solver++(2M) previews at
+    20 steps. The step count (2,000) is a placeholder: it is sized by measurement in RESULTS.md.
+    """
+    return TrainConfig(
+        data=DataConfig(spec="cifar10", random_flip=True),
+        model=UNetConfig(in_channels=3, image_size=size, base_channels=32, channel_mult=(1, 2, 2),
+                         num_res_blocks=1, attention_resolutions=(size // 4,), dropout=0.0, num_groups=8),
+        diffusion=DiffusionConfig(schedule="linear", num_steps=1000),
+        optim=OptimConfig(lr=1e-3, warmup_steps=200, ema_decay=0.999),
+        run=RunConfig(steps=2000, batch_size=64, log_every=50, sample_every=500, checkpoint_every=500,
+                      preview_images=64, preview_sampler="dpm++2m_sde", preview_steps=20),
+    )  # fmt: skip
+
+
 def _celebahq256() -> TrainConfig:
     """DDPM appendix B: the 256×256 net, batch 64, lr 2e-5, 0.5M steps (CelebA-HQ), flips."""
     return TrainConfig(
@@ -132,6 +152,7 @@ PRESETS = {
     "digits": _digits,
     "mnist": _mnist,
     "cifar10": _cifar10,
+    "cifar10-cpu": cifar10_cpu,
     "celebahq256": _celebahq256,
     # latent diffusion, first stage: digits f=2 (8×8 → 4×4×4), mnist f=4 (28×28 → 4×7×7), cifar10 f=4
     # (32×32×3 → 4×8×8, 12× fewer numbers); --set model.downsample_factor=8 for f=8 where the size allows
@@ -144,7 +165,27 @@ PRESETS = {
     "latent-cifar10": lambda: _latent("cifar10", _latent_unet(8, (1, 2)), 8000, 64, True),
 }
 
-# The preset a data set trains with when no --preset is given.
+
+def autoencoder_cpu(spec: str, size: int) -> TrainConfig:
+    """The CPU recipe's first stage for images of 64 px and more (issue 20): an f=8 autoencoder of RGB
+    ``size``-px images (64 px → 4×8×8 latents), as ``--set model.downsample_factor=8`` makes of
+    autoencoder-cifar10. The step count is a placeholder sized by measurement in RESULTS.md; ``--time``
+    stops it sooner."""
+    config = _autoencoder(spec, _ae((32, 64, 64, 64), size, 3), 3000, 32, True)
+    return replace(config, data=replace(config.data, image_size=size))
+
+
+def latent_cpu(spec: str, size: int) -> TrainConfig:
+    """The CPU recipe's second stage: latent-cifar10's U-Net on the f=8 latents of ``size``-px images, one
+    more level where the latent grid halves twice to at least 4×4 (16×16 from 128 px). The step count is
+    a placeholder sized by measurement in RESULTS.md."""
+    grid = size // 8
+    mult = (1, 2, 2) if grid % 4 == 0 and grid >= 16 else (1, 2) if grid % 2 == 0 else (1,)
+    config = _latent(spec, _latent_unet(grid, mult), 8000, 64, True)
+    return replace(config, data=replace(config.data, image_size=size))
+
+
+# The preset a data set trains with when no --preset is given (on a GPU; train.recipes picks for CPUs).
 DATA_PRESETS = {
     "swissroll": "swissroll",
     "moons": "swissroll",
