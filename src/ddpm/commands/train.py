@@ -14,8 +14,8 @@ from ddpm.configio import ConfigError
 from ddpm.rundir import RunDir
 from ddpm.train.config import TrainConfig
 from ddpm.train.config_layers import build_train_config, parse_duration
-from ddpm.train.cpu_recipe import default_recipe
 from ddpm.train.control_config import check_control_flags, concat_flags, control_layers, control_run_dir
+from ddpm.train.cpu_recipe import default_recipe
 from ddpm.train.distributed import (
     batch_plan,
     check_nproc,
