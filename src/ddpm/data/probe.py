@@ -85,11 +85,16 @@ def _tar_member(archive: tarfile.TarFile, member: tarfile.TarInfo) -> AbstractCo
     return stream
 
 
-def _directory_images(root: Path) -> Iterator[tuple[str, Opener]]:
-    for folder, subfolders, files in os.walk(root):
-        subfolders[:] = sorted(d for d in subfolders if not is_hidden(d))
-        for name in sorted(files):
-            file = Path(folder, name)
-            relative = file.relative_to(root).as_posix()
-            if _is_image(relative) and file.is_file():
-                yield relative, lambda file=file: open(file, "rb")  # noqa: SIM115 (the caller closes it)
+def _directory_images(root: Path, folder: Path | None = None) -> Iterator[tuple[str, Opener]]:
+    """The image files under ``root`` in the order of their sorted relative names, depth first."""
+    with os.scandir(folder or root) as scan:
+        entries = sorted(scan, key=lambda entry: entry.name)
+    for entry in entries:
+        path = Path(entry.path)
+        relative = path.relative_to(root).as_posix()
+        if is_hidden(entry.name):
+            continue
+        if entry.is_dir():
+            yield from _directory_images(root, path)
+        elif _is_image(relative) and entry.is_file():
+            yield relative, lambda path=path: open(path, "rb")  # noqa: SIM115 (the caller closes it)
