@@ -195,8 +195,7 @@ class DiffusionModel:
         samples or one per sample. ``guidance`` is the classifier-free guidance scale s ≥ 0 (diffusers'
         ``guidance_scale``; Ho & Salimans 2022 eq. 6 with w = s − 1): 1 is the plain model and needs no
         labels, any other s needs them. ``eps_scale`` λ divides the predicted noise at every step.
-        ``control`` (N, C, H, W): a control run's control image per sample, ``control_scale`` a ControlNet's
-        strength (a concat run has none; without ``control`` it samples with the control dropped).
+        ``control`` (N, C, H, W): a control run's per sample (None: dropped); ``control_scale``: ControlNet.
         ``callback(i, t, x_t, x̂₀)`` runs after the model call of step i of each batch (the samplers' own).
         A latent model's ``noise`` is x_T in its latent space (``space_shape``); its samples, trajectory
         and callback tensors are decoded to images.
