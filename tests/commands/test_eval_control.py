@@ -77,7 +77,7 @@ def test_users_own_controls_report_no_measure():
 
     images = torch.zeros(3, 1, 8, 8)
     block = _adherence_record(ControlComparison("folder", images, images, images, images), "digits")
-    assert block == {"control": "folder", "measure": None, "name": None, "n": 3,
+    assert block == {"control": "folder", "mode": "controlnet", "measure": None, "name": None, "n": 3,
                      "controls": "test split of digits"}  # fmt: skip
     report = {"metrics": {"n": 3.0}, "base_metrics": {"n": 3.0}, "adherence": block}
     expected = "(test split of digits): users' own controls have no adherence measure"

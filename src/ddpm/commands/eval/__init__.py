@@ -140,7 +140,7 @@ def evaluate_control(
             "adherence": _adherence_record(found, run_data.spec, opened.model.spec.control.mode)}  # fmt: skip
 
 
-def _adherence_record(found: ControlComparison, data: str, mode: str) -> dict[str, Any]:
+def _adherence_record(found: ControlComparison, data: str, mode: str = "controlnet") -> dict[str, Any]:
     """The adherence block of a control run's report (measure None for users' own controls, which have
     none): the control mode (controlnet or concat), the measure at the controlled, chance and ceiling levels,
     and the held-out controls it used."""
