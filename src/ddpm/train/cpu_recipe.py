@@ -38,13 +38,14 @@ FIRST_STAGE = ("autoencoder_loss.",)  # --set keys that apply to the autoencoder
 BuildConfig = Callable[[argparse.Namespace, str], TrainConfig]  # the command's flags → a run's config
 
 
-def split_time(total_s: float, autoencoder_s: float = 0.0) -> tuple[float, float]:
-    """(autoencoder, latent diffusion) seconds of a ``total_s`` budget (0: no budget); the second given the
-    ``autoencoder_s`` the first took: what is left, at least 80% of the total."""
+def split_time(total_s: float, autoencoder_s: float | None = None) -> tuple[float, float]:
+    """(autoencoder, latent diffusion) seconds of a ``total_s`` budget (0: no budget): 20% and 80% as
+    planned; given the ``autoencoder_s`` the first stage took, the second gets what is left, at least 80%."""
     if not total_s:
         return 0.0, 0.0
     share = AUTOENCODER_SHARE * total_s
-    return share, max(total_s - autoencoder_s, total_s - share)
+    spent = share if autoencoder_s is None else autoencoder_s
+    return share, max(total_s - spent, total_s - share)
 
 
 def stage_sets(sets: list[str] | None, stage: str) -> list[str]:
