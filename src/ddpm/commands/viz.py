@@ -121,17 +121,19 @@ def _autoencoder_run_pictures(run_dir: str | Path, kind: str, out: Path, device:
     _, checkpoint = resolve_checkpoint(run_dir)
     config = config_from_dict(read_checkpoint_meta(checkpoint)["config"])
     codec = open_autoencoder(checkpoint).to(device_for(device))
-    written = viz.save_run_curves(run_dir, out) if kind in ("curves", "all") else []
-    return written + first_stage_pictures(codec, config, kind, out)
+    written = first_stage_pictures(codec, config, kind, out)  # first: its data may fail to load
+    return (viz.save_run_curves(run_dir, out) if kind in ("curves", "all") else []) + written
 
 
-def first_stage_pictures(codec: LatentCodec, config: TrainConfig, kind: str, out: Path) -> list[Path]:
+def first_stage_pictures(codec: LatentCodec, config: TrainConfig | None, kind: str, out: Path) -> list[Path]:
     """reconstructions.png (originals above the EMA autoencoder's reconstructions, pairs of rows) and
     latents.png (each normalised latent channel of a few images as a heat map), those ``kind`` asks for,
     of held-out images of the run's data (a seeded subset, as ``ddpm eval`` draws its reference)."""
     from ddpm.viz import save_figure
     from ddpm.viz.autoencoder import latent_channels_figure, reconstruction_pairs_figure
 
+    if config is None:
+        raise UsageError(f"picture {kind!r} needs the run's data; a diffusers model folder records none")
     held_out = load_data(config, split=HELD_OUT_SPLIT)
     count = min(RECONSTRUCTION_COLUMNS * RECONSTRUCTION_PAIRS, len(held_out))
     images = held_out.batch(subset_index(len(held_out), count, REFERENCE_SUBSET_SEED))
