@@ -26,11 +26,13 @@ QUIET = {"log": lambda *_: None}
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """An f=2 digits autoencoder (8×8 → 2×4×4) trained for 6 steps and a 6-step latent run on it."""
+    """An f=2 digits autoencoder (8×8 → 2×4×4) trained for 6 steps, a 6-step latent run on it, and that run
+    exported as an LDMPipeline folder."""
     folder = tmp_path_factory.mktemp("viz-latent")
     train(tiny_autoencoder_config(6), folder / "ae", **QUIET)
     train(latent_config(folder / "ae"), folder / "latent", **QUIET)
-    return {"ae": folder / "ae", "latent": folder / "latent"}
+    assert main(["export", str(folder / "latent"), str(folder / "ldm")]) == 0  # an LDMPipeline folder
+    return {"ae": folder / "ae", "latent": folder / "latent", "ldm": folder / "ldm"}
 
 
 def _same_size(png: Path, figure: Figure, tmp_path: Path) -> bool:
@@ -74,12 +76,14 @@ def test_a_latent_run_shows_decoded_samples_and_its_autoencoder(runs, tmp_path, 
         ("reconstructions", "missing", r"'.*missing' is neither a run directory nor a checkpoint folder"),
         ("latents", "pixels", r"picture 'latents' needs an autoencoder run or a latent diffusion run; "
          r"'.*' is a diffusion run on pixels"),
+        ("reconstructions", "ldm", r"picture 'reconstructions' needs the run's data; a diffusers model "
+         r"folder records none"),
     ],
 )  # fmt: skip
 def test_a_picture_the_run_cannot_have_is_refused_in_one_line(
     runs, digits_run, tmp_path, capsys, kind, target, message
 ):
-    path = {"ae": runs["ae"], "missing": tmp_path / "missing", "pixels": digits_run}[target]
+    path = {**runs, "missing": tmp_path / "missing", "pixels": digits_run}[target]
     assert main(["viz", kind, str(path), "--out-dir", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1, err
