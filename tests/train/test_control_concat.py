@@ -28,8 +28,9 @@ from ddpm.train.objective import build_objective
 from ddpm.train.run import train
 from ddpm.train.run_data import load_data
 from ddpm.train.step import accumulate_gradients, draw_step
-from tests.conftest import QUIET, concat_run_config
+from tests.conftest import QUIET, TINY_SETS, concat_run_config
 from tests.nets.test_unet import perturbed
+from tests.train.test_control_folder import write_pairs
 
 BATCH = 256
 CONCAT = concat_flags(None, "mask")
@@ -152,3 +153,18 @@ def test_the_data_is_control_data_with_the_controlnets_drop_rate(concat_data):
     data, config = concat_data
     assert isinstance(data, ControlData) and data.drop_rate == config.control.drop_rate == 0.5
     assert data.controls.shape == (len(data), 1, 8, 8) and data.controls.dtype == torch.uint8
+
+
+def test_users_own_controls_train_a_concat_run(tmp_path, monkeypatch):
+    images = write_pairs(tmp_path)
+    monkeypatch.chdir(tmp_path)  # a relative control folder is recorded as an absolute path
+    sets = [*TINY_SETS, "run.steps=2", "data.image_size=8", "data.channels=1", "data.random_flip=false"]
+    config = build_train_config("folder:data", overrides=sets, flags=concat_flags(None, "folder:controls"))
+    train(config, tmp_path / "run", **QUIET)
+    stored = config_from_dict(RunDir(tmp_path / "run").config_dict())
+    assert (stored.control.mode, stored.control.folder) == ("concat", str(tmp_path / "controls"))
+    data, _ = control_training_data(stored, load_data(stored), **QUIET)
+    masks = torch.stack(
+        [torch.from_numpy((images[name.removesuffix(".png")] > 127) * 255) for name in data.images.names]
+    )
+    assert torch.equal(data.controls[:, 0], masks.to(torch.uint8))  # each image's own mask, paired by name
