@@ -8,7 +8,6 @@ import tarfile
 import zipfile
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from ddpm.data.probe import first_image_side
@@ -44,22 +43,30 @@ def test_tar_and_zip_archives_are_read_no_further_than_their_first_image(tmp_pat
     assert first_image_side(tmp_path / "p.tar.gz") == first_image_side(tmp_path / "p.zip") == 48
 
 
-def test_folders_without_a_readable_image_are_refused_in_one_line(tmp_path):
+def test_no_size_where_no_image_header_is_found_early_the_loader_then_says_why(tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match=r"^folder .*empty has no images; looked for \.png, \.jpg"):
-        first_image_side(tmp_path / "empty")
+    assert first_image_side(tmp_path / "empty") is None
     (tmp_path / "bad").mkdir()
     for i in range(3):
         (tmp_path / "bad" / f"{i}.png").write_bytes(b"not a png")
-    with pytest.raises(
-        ValueError,
-        match=r"^folder .*bad has no image with a readable header among its first 3 \(e\.g\. 0\.png: ",
-    ):
-        first_image_side(tmp_path / "bad")
-    with pytest.raises(ValueError, match=r"^data path '.*nowhere' does not exist$"):
-        first_image_side(tmp_path / "nowhere")
-    (tmp_path / "photo.txt").write_text("text")
-    with pytest.raises(
-        ValueError, match=r"^folder path .*photo\.txt is not a directory, a tar archive or a zip"
-    ):
-        first_image_side(tmp_path / "photo.txt")
+    (tmp_path / "bad" / "3.png").write_bytes(image_bytes(40, 40))
+    assert first_image_side(tmp_path / "bad", tries=3) is None and first_image_side(tmp_path / "bad") == 40
+    assert first_image_side(tmp_path / "nowhere") is None
+    (tmp_path / "notes.txt").write_text("text")
+    assert first_image_side(tmp_path / "notes.txt") is None
+    with tarfile.open(tmp_path / "cut.tar", "w") as archive:  # then cut inside its first member's data
+        for name, data in (("a.txt", bytes(10_000)), ("b.png", image_bytes(8, 8))):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    (tmp_path / "cut.tar").write_bytes((tmp_path / "cut.tar").read_bytes()[:2000])
+    assert first_image_side(tmp_path / "cut.tar") is None
+
+
+def test_a_tar_is_not_decompressed_past_16_mib_looking_for_an_image(tmp_path):
+    with tarfile.open(tmp_path / "late.tar", "w") as archive:
+        for name, data in (("video.mp4", bytes(17 * 1024**2)), ("x.png", image_bytes(64, 64))):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    assert first_image_side(tmp_path / "late.tar") is None

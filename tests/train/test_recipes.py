@@ -4,12 +4,14 @@ and every other data set are untouched."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from ddpm.cli import main
 from ddpm.nets import AutoencoderConfig, UNetConfig
 from ddpm.rundir import RunDir
 from ddpm.train.config_layers import build_train_config, recipe_inputs
@@ -128,17 +130,20 @@ def test_the_recipe_says_in_one_line_what_it_chose_and_how_to_get_the_other():
 
 
 @pytest.mark.parametrize(
-    ("make", "message"),
+    ("make", "sets", "message"),
     [
-        (lambda root: root / "nowhere", r"^data path '.*nowhere' in spec 'folder:.*nowhere' does not exist$"),
-        (lambda root: root, r"^folder .* has no images; looked for \.png"),
-        (lambda root: image_folder(root / "odd", 64), r"^image_size 100 cannot be halved 3 times: it must be divisible by the downsample factor 8"),
+        (lambda root: root / "nowhere", [], r"data path '.*nowhere' in spec .* does not exist$"),
+        (lambda root: root / "empty", [], r"folder .*empty has no images; looked for \.png"),
+        (lambda root: image_folder(root / "odd", 64, 1), ["--set", "data.image_size=100"],
+         r"image_size 100 cannot be halved 3 times: it must be divisible by the downsample factor 8"),
     ],
 )  # fmt: skip
-def test_bad_folders_and_sizes_are_refused_in_one_line(tmp_path, make, message):
-    folder = make(tmp_path)
-    sets = ["data.image_size=100"] if folder.name == "odd" else []
-    with pytest.raises(ValueError, match=message):
-        build_train_config(
-            f"folder:{folder}", kind="autoencoder", overrides=sets, flags={"run.device": "cpu"}
-        )
+def test_bad_folders_and_sizes_are_refused_in_one_line_before_anything_is_written(
+    tmp_path, capsys, make, sets, message
+):
+    folder, out = make(tmp_path), tmp_path / "run"
+    (tmp_path / "empty").mkdir()
+    status = main(["train", "--data", f"folder:{folder}", "--device", "cpu", "--out", str(out), *sets])
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and len(err.splitlines()) == 1 and re.search(message, err), err
+    assert not out.exists()

@@ -78,9 +78,7 @@ def recipe_for(spec: str, device: str = "auto", requested_size: int = 0) -> Reci
         native = CIFAR10_PX
     elif name == "folder" and not requested_size and not uses_cuda(device):
         assert path is not None  # parse_spec guarantees it
-        if not path.exists():  # as load_dataset says it
-            raise ValueError(f"data path {str(path)!r} in spec {spec!r} does not exist")
-        native = first_image_side(path)
+        native = first_image_side(path) or 0  # unknown: the folder default; loading it says what is wrong
     return choose_recipe(spec, device, native, requested_size)
 
 
