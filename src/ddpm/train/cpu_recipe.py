@@ -160,9 +160,11 @@ def _recipe(args: argparse.Namespace) -> Recipe | None:
 
 
 def _budgets(first: TrainConfig, second: TrainConfig, total: float) -> tuple[str, str]:
-    if total:
-        return tuple(_minutes(s) for s in split_time(total))  # type: ignore[return-value]
-    return f"{first.run.steps} steps", f"{second.run.steps} steps"
+    """How long each stage trains, as the recipe line says it."""
+    if not total:
+        return f"{first.run.steps} steps", f"{second.run.steps} steps"
+    first_s, second_s = split_time(total)
+    return _minutes(first_s), _minutes(second_s)
 
 
 def _minutes(seconds: float) -> str:
