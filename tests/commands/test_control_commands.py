@@ -64,8 +64,7 @@ def test_a_control_run_samples_one_image_per_control_with_class_and_guidance(cli
         ),
         ("train --controlnet {missing} --control canny", r"base run '.*missing' does not exist"),
         ("train --controlnet {base}", r"--controlnet needs --control canny\|mask\|lowres\|gray\|folder:PATH"),
-        ("train --control canny --latent {base}", r"--control without --controlnet .* cannot be combined with "
-         r"--latent"),  # fmt: skip
+        ("train --control canny --latent {base}", r"--control without --controlnet .* with --latent"),
         (
             "train --controlnet {base} --control canny --preset digits",
             r"--preset does not apply to --controlnet",
