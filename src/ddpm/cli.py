@@ -187,6 +187,9 @@ def add_eval(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--metrics", nargs="+", help="fd kid precision recall is coverage confidence swd")
     evaluate.add_argument("--split", default="test", help="real split to compare with (default test)")
     add_sampler_flags(evaluate)
+    evaluate.add_argument("--control-scale", type=float, metavar="S", help="a ControlNet run's strength of "
+                          "its control in the controlled samples (0 = the base model, 1 = as trained, the "
+                          "default)")  # fmt: skip
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--batch-size", type=int, default=256)
     evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")

@@ -286,13 +286,14 @@ HELD_OUT_SPLIT = "test"
 
 def control_comparison(
     opened: OpenedRun, *, n: int = 8, seed: int = 0, uncontrolled: bool = False, batch_size: int = 256,
-    held_out: Dataset | None = None,
+    held_out: Dataset | None = None, **sample_options: Any,
 ) -> editing.ControlComparison:
     """A control run's samples drawn, with its own sampler, from the controls of ``n`` held-out images
     (the test split of its data, chosen by ``seed``; for users' own controls, among the images that have
     one in the run's control folder), with their labels for a class-conditional model; with
     ``uncontrolled``, the same noises and labels without control too (``editing.compare_control``).
-    ``held_out``: that split, when the caller has already loaded it."""
+    ``held_out``: that split, when the caller has already loaded it; ``sample_options`` (a ControlNet's
+    ``control_scale``) go to the controlled samples' ``DiffusionModel.sample``."""
     model, control = opened.model, opened.model.spec.control
     if control is None or opened.config is None:
         raise UsageError("control pictures need a control run (ddpm train --controlnet BASE --control K, or "
@@ -307,7 +308,8 @@ def control_comparison(
         controls = load_control_images(control.folder, shape, names)
     labels = dataset.labels[rows] if model.num_classes is not None else None
     return editing.compare_control(model, dataset.batch(rows), controls=controls, labels=labels,
-                                   uncontrolled=uncontrolled, seed=seed, batch_size=batch_size)  # fmt: skip
+                                   uncontrolled=uncontrolled, seed=seed, batch_size=batch_size,
+                                   **sample_options)  # fmt: skip
 
 
 def _paired_rows(dataset: Dataset, folder: str) -> Tensor:

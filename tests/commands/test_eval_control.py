@@ -4,6 +4,7 @@ adherence at its chance, controlled and ceiling levels (issue 21)."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -82,3 +83,27 @@ def test_users_own_controls_report_no_measure():
     report = {"metrics": {"n": 3.0}, "base_metrics": {"n": 3.0}, "adherence": block}
     expected = "(test split of digits): users' own controls have no adherence measure"
     assert format_table(report).endswith(expected)
+
+
+def test_control_scale_zero_scores_the_base_samples_as_controlled(control_run, tmp_path, quiet_cache):
+    report = _eval(control_run, tmp_path / "r.json", "--n", "6", "--steps", "2", "--control-scale", "0")
+    block = report["adherence"]
+    assert report["control_scale"] == 0.0 and block["controlled"] == block["chance"]
+    assert report["metrics"]["fd_classifier"] == report["base_metrics"]["fd_classifier"]
+    assert "control_scale" not in _eval(control_run, tmp_path / "s.json", "--n", "2", "--steps", "2")
+
+
+@pytest.mark.parametrize(
+    ("run", "flags", "message"),
+    [
+        ("digits_run", [], r"--control-scale 0\.5 applies to ControlNet runs; '.*' is not a ControlNet run"),
+        ("concat_run", [], r"--control-scale 0\.5 applies to ControlNet runs; '.*' is a concat run"),
+        ("control_run", ["--nll"], r"--control-scale: sampler flags do not apply to --nll"),
+    ],
+)
+def test_control_scale_is_refused_where_no_controlnet_samples(run, flags, message, request, tmp_path, capsys):
+    out = tmp_path / "r.json"
+    args = ["eval", str(request.getfixturevalue(run)), "--control-scale", "0.5", "--json", str(out), *flags]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and re.search(message, err) and not out.exists()

@@ -33,6 +33,7 @@ from ddpm.command_support import (
 from ddpm.commands.eval.common import check_counts, print_report, shown, table, write_json
 from ddpm.commands.eval.likelihood import format_nll_table, likelihood_of_path, run_likelihood
 from ddpm.commands.eval.reconstruction import evaluate_autoencoder, run_reconstruction
+from ddpm.control import ControlConfig
 from ddpm.editing import ControlComparison
 from ddpm.eval import score
 from ddpm.eval.adherence import ADHERENCE_NAMES
@@ -59,9 +60,11 @@ def evaluate_path(
     data_root: str | None = None,
     inception_weights: str | None = None,
     feature_net: str = "auto",
+    control_scale: float | None = None,
 ) -> dict[str, Any]:
     """Score a run, checkpoint or samples .npz; a run or checkpoint draws ``n`` samples with its own
-    sampler unless the sampler settings say otherwise. Returns the report written as JSON."""
+    sampler unless the sampler settings say otherwise; a ControlNet run's controlled samples with
+    ``control_scale`` (None: 1, as trained). Returns the report written as JSON."""
     check_counts(n, batch_size, seed)
     flags = SamplerFlags(sampler, steps, spacing, eps_scale, eta)
     flags.check()
@@ -72,6 +75,7 @@ def evaluate_path(
     if path.suffix == ".npz":
         if data is None:
             raise UsageError(f"--data is required to evaluate a samples file ({path})")
+        _check_scale(control_scale, None, path)
         samples, _ = read_samples(path)
         evaluation = prepare_real(data, min(n, len(samples)), **options)
         source: dict[str, Any] = {"samples_file": str(path)}
@@ -83,10 +87,12 @@ def evaluate_path(
         flags.check(model.sampling.sampler)
         used = model.sampling.with_overrides(**flags.options())  # what runs, for the record
         source = {"model": str(path), "step": model.step, **_sampler_record(used)}
+        _check_scale(control_scale, model.spec.control, path)
         if model.spec.control is not None:
             controls_from = _with_data(opened, run_data, used, data_root)
-            found = evaluate_control(controls_from, n, seed=seed, **options)
-            return {**source, "data": data, "split": split, **found}
+            scale = {} if control_scale is None else {"control_scale": control_scale}
+            found = evaluate_control(controls_from, n, seed=seed, **scale, **options)
+            return {**source, **scale, "data": data, "split": split, **found}
         # The real data first: a bad --data, --split or --n fails before minutes of sampling.
         evaluation = prepare_real(data, n, run_data=run_data, **options)
         samples = draw_for_scoring(model, n, flags, seed=seed, batch_size=batch_size)
@@ -95,6 +101,16 @@ def evaluate_path(
     result.update(memorisation_metrics(samples[: int(result["n"])], evaluation, data, split,
                                        run_data=run_data, root=data_root))  # fmt: skip
     return {**source, "data": data, "split": split, "metrics": result}
+
+
+def _check_scale(scale: float | None, control: ControlConfig | None, path: Path) -> None:
+    """``--control-scale`` is a ControlNet run's strength knob: refused (one line) for anything else; the
+    network refuses a scale that is not finite."""
+    if scale is None or (control is not None and not control.concat):
+        return
+    what = "a concat run, whose control is in its input" if control is not None else "not a ControlNet run"
+    raise UsageError(f"--control-scale {scale} applies to ControlNet runs; {str(path)!r} is {what}: leave "
+                     "--control-scale out")  # fmt: skip
 
 
 def _with_data(
@@ -111,8 +127,9 @@ def _with_data(
 
 
 def evaluate_control(
-    opened: OpenedRun, n: int, *, seed: int = 0, split: str = "test", batch_size: int = 256, **options: Any
-) -> dict[str, Any]:
+    opened: OpenedRun, n: int, *, seed: int = 0, split: str = "test", batch_size: int = 256,
+    control_scale: float = 1.0, **options: Any,
+) -> dict[str, Any]:  # fmt: skip
     """A ControlNet run scored as it is meant to be used: ``n`` samples drawn with the controls of held-out
     images (the test split of its data; ``n`` capped by its size), and its base's from the same noises and
     labels without control (``command_support.control_comparison``), both against the same ``n`` real
@@ -120,16 +137,17 @@ def evaluate_control(
     levels on those controls. As in conditional synthesis evaluations (SPADE, ControlNet's ADE20K FID), the
     controls of the default ``--split test`` come from the images the samples are scored against (at seed 0
     exactly those: both are the first ``n`` of the same seeded permutation), which favours the controlled FD
-    over the base's. Returns the report's samples, metrics, base_metrics and
-    adherence entries."""
+    over the base's. ``control_scale``: a ControlNet's strength (its base's samples are the same at any).
+    Returns the report's samples, metrics, base_metrics and adherence entries."""
     run_data = opened.config.data
     held_out = load_data(opened.config, split=HELD_OUT_SPLIT)
     count = min(n, len(held_out))
     options.update(split=split, batch_size=batch_size)
     # The real data first: a bad --data, --split or --n fails before minutes of sampling.
     evaluation = prepare_real(run_data.spec, count, run_data=run_data, **options)
+    scale = {} if control_scale == 1 else {"control_scale": control_scale}  # a concat run takes none
     found = control_comparison(opened, n=count, seed=seed, uncontrolled=True, batch_size=batch_size,
-                               held_out=held_out)  # fmt: skip
+                               held_out=held_out, **scale)  # fmt: skip
     if len(found.real) < count:  # users' own controls: only the held-out images that have one
         evaluation = prepare_real(run_data.spec, len(found.real), run_data=run_data, **options)
     metrics = score(evaluation, found.samples, batch_size=batch_size, seed=seed, progress=True)
@@ -206,6 +224,7 @@ def run(args: argparse.Namespace) -> int:
         steps=args.steps, spacing=args.spacing, eps_scale=args.eps_scale, eta=args.eta, seed=args.seed,
         batch_size=args.batch_size, device=args.device, data_root=args.data_root,
         inception_weights=args.inception_weights, feature_net=args.feature_net,
+        control_scale=args.control_scale,
     )  # fmt: skip
     return print_report(format_table(report), report, args.json)
 

@@ -12,8 +12,9 @@ from typing import Any
 
 from ddpm.command_support import check_count
 
+# how samples are drawn (a ControlNet's strength too): refused where nothing is sampled
 SAMPLER_FLAGS = {"--sampler": "sampler", "--steps": "steps", "--spacing": "spacing",
-                 "--eps-scale": "eps_scale", "--eta": "eta"}  # fmt: skip
+                 "--eps-scale": "eps_scale", "--eta": "eta", "--control-scale": "control_scale"}  # fmt: skip
 
 
 def check_counts(n: int, batch_size: int, seed: int, *, n_minimum: int = 2) -> None:
@@ -25,7 +26,7 @@ def check_counts(n: int, batch_size: int, seed: int, *, n_minimum: int = 2) -> N
 
 def sampler_flags_given(args: argparse.Namespace) -> list[str]:
     """The sampler flags given on the command line (None is the run's own: not given)."""
-    return [flag for flag, name in SAMPLER_FLAGS.items() if getattr(args, name) is not None]
+    return [flag for flag, name in SAMPLER_FLAGS.items() if getattr(args, name, None) is not None]
 
 
 def shown(key: str, value: float | None) -> str:
