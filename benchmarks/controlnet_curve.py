@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import itertools
 import json
 import math
 import os
@@ -46,6 +47,7 @@ from ddpm.model import to_uint8
 from ddpm.rundir import RunDir
 
 CONFIG = "config.toml"
+MAX_CHECKPOINTS = 100  # the runs checkpoint at the curve steps' greatest common divisor
 ENV = dict(os.environ)  # of the ddpm processes; --threads sets their OMP_NUM_THREADS
 SCALES = (0.0, 0.5, 1.0, 1.5, 2.0)
 
@@ -78,19 +80,27 @@ def finish(started: tuple[subprocess.Popen, float, list[str], Path | None]) -> f
 
 
 def curve_plan(curve: list[int], steps: int) -> tuple[list[int], int]:
-    """The steps kept (``curve`` ≤ steps, and the last) and the checkpoint interval that lands on all."""
+    """The steps kept (``curve`` ≤ steps, and the last) and the checkpoint interval that lands on all (the
+    last checkpoint is written at the end whatever the interval)."""
     kept = sorted({s for s in curve if 0 < s <= steps} | {steps})
-    return kept, math.gcd(*kept)
+    return kept, math.gcd(*kept[:-1]) if len(kept) > 1 else steps
 
 
 def scaled_curve(args: argparse.Namespace, steps: int) -> list[int]:
-    """The ControlNet curve's steps as the same fractions of another budget (the concat runs')."""
-    kept = curve_plan(args.curve_steps, args.steps)[0]
-    return sorted({max(1, round(s * steps / args.steps)) for s in kept})
+    """The ControlNet curve's steps as about the same fractions of another budget (the concat runs'),
+    rounded to multiples of its scaled checkpoint interval (plain rounding leaves them nearly coprime)."""
+    kept, every = curve_plan(args.curve_steps, args.steps)
+    interval = max(1, round(every * steps / args.steps))
+    return sorted({round(s * steps / args.steps / interval) * interval for s in kept[:-1]} - {0} | {steps})
 
 
 def train_command(args: argparse.Namespace, mode: str, kind: str, steps: int, curve: list[int]) -> list[str]:
     every = curve_plan(curve, steps)[1]
+    if steps // every > MAX_CHECKPOINTS:
+        raise SystemExit(
+            f"curve steps {curve} below {steps} have the common divisor {every}: {steps // every} "
+            f"checkpoints (at most {MAX_CHECKPOINTS}); choose steps with a larger one"
+        )
     # the concat baseline: the base's network, optimiser and run settings, trained from scratch
     what = ["--controlnet", str(args.base)] if mode == "controlnet" else ["--config", str(args.base / CONFIG)]
     sets = [f"run.checkpoint_every={every}", f"run.keep_last={steps // every + 1}", "run.sample_every=0",
@@ -131,14 +141,16 @@ def train(args: argparse.Namespace, results: dict[str, Any], mode: str, steps: i
 
 
 def train_record(run: Path) -> dict[str, Any]:
-    """Steps, training seconds, threads, batch and throughput of a run, from its log.jsonl and config."""
+    """Steps, training seconds, threads, batch and throughput of a run, from its log.jsonl and config.
+    A resumed run's time_s starts again from 0 (it counts from its process's start): the pieces are added."""
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
-    config = RunDir(run).config_dict()
-    last, batch = log[-1], config["run"]["batch_size"]
+    batch = RunDir(run).config_dict()["run"]["batch_size"]
+    ends = [a["time_s"] for a, b in itertools.pairwise(log) if b["time_s"] < a["time_s"]]
+    last, seconds = log[-1], sum(ends) + log[-1]["time_s"]
     rates = [line["img_per_s"] for line in log[1:] if line.get("img_per_s")] or [last["img_per_s"]]
-    return {"steps": last["step"], "time_s": last["time_s"], "threads": last.get("threads"), "batch": batch,
-            "img_per_s": statistics.median(rates), "img_per_s_overall": last["step"] * batch / last["time_s"],
-            "s_per_step": last["time_s"] / last["step"], "run": str(run)}  # fmt: skip
+    return {"steps": last["step"], "time_s": seconds, "threads": last.get("threads"), "batch": batch,
+            "img_per_s": statistics.median(rates), "img_per_s_overall": last["step"] * batch / seconds,
+            "s_per_step": seconds / last["step"], "pieces": len(ends) + 1, "run": str(run)}  # fmt: skip
 
 
 # --- evaluation ---------------------------------------------------------------------------------------
@@ -262,14 +274,17 @@ def pictures(args: argparse.Namespace, results: dict[str, Any]) -> None:
 
 
 def equal_budget_steps(results: dict[str, Any], kind: str) -> int | None:
-    """Concat steps that cost what the base's training and ``kind``'s ControlNet run cost together (wall
-    seconds), at the concat run's measured seconds per step (its own run's, else the probe's)."""
+    """Concat steps that cost what the base's training and ``kind``'s ControlNet run cost together (their
+    logged training wall seconds), at the concat run's steady throughput (the median of its logged img/s:
+    a short probe's overall rate is mostly start-up): the probe's, so that ``auto`` stays put once the concat
+    runs exist, else the kind's concat run's."""
     train = results.get("train", {})
     probed = [r for name, r in train.items() if name.startswith("probe-")]
-    concat = train.get(f"concat-{kind}") or (probed[0] if probed else None)
+    concat = probed[0] if probed else train.get(f"concat-{kind}")
     if concat is None or "base" not in train or f"controlnet-{kind}" not in train:
         return None
-    return round((train["base"]["time_s"] + train[f"controlnet-{kind}"]["time_s"]) / concat["s_per_step"])
+    seconds = train["base"]["time_s"] + train[f"controlnet-{kind}"]["time_s"]
+    return round(seconds * concat["img_per_s"] / concat["batch"])
 
 
 def _cell(values: list[float]) -> str:
@@ -295,7 +310,8 @@ def curve_tables(args: argparse.Namespace, results: dict[str, Any]) -> list[str]
     """Adherence and FD against training steps, one table per run, the real-image row last."""
     lines = []
     for run in sorted({e["run"] for e in results.get("evals", {}).values()}):
-        found = _evals(args, results, run, scale=1.0)
+        kept = results["train"].get(run, {}).get("kept", [])  # this run's steps (not an earlier length's)
+        found = [e for e in _evals(args, results, run, scale=1.0) if e["step"] in kept]
         if not found or run.split("-", 1)[1] not in args.kinds:
             continue
         total, name = results["train"][run]["steps"], found[0]["name"]
@@ -305,7 +321,7 @@ def curve_tables(args: argparse.Namespace, results: dict[str, Any]) -> list[str]
             at = [e for e in found if e["step"] == step]
             rows.append([step, f"{step / total:.0%}", *(_cell([e[k] for e in at]) for k in
                          ("controlled", "chance", "fd", "base_fd"))])  # fmt: skip
-        ceiling = _cell([e["ceiling"] for e in found])
+        ceiling = _cell([e["ceiling"] for e in found if e["step"] == step])  # the last step's, per seed
         rows.append(["real images", "", ceiling, "", _real_fd(args, results), ""])
         headers = ["steps", "of budget", f"{name}", f"{name}, {dropped}", f"{found[0]['fd_key']}",
                    f"{found[0]['fd_key']}, {dropped}"]  # fmt: skip
@@ -333,13 +349,37 @@ def scale_table(args: argparse.Namespace, results: dict[str, Any]) -> list[str]:
 def budget_tables(args: argparse.Namespace, results: dict[str, Any]) -> list[str]:
     """Throughput of every run (the budget conversion) and ControlNet against concat at their last steps."""
     train = results.get("train", {})
-    rows = [[name, r["steps"], r["batch"], r["threads"], f"{r['time_s']:.0f}", f"{r['s_per_step']:.3f}",
-             f"{r['img_per_s']:.0f}", equal_budget_steps(results, name.split("-", 1)[1])
-             if name.startswith("controlnet-") else ""] for name, r in sorted(train.items())]  # fmt: skip
-    lines = [markdown_table(["run", "steps", "batch", "threads", "training s", "s/step", "img/s (median)",
-                             "concat steps at base + this budget"], rows), ""]  # fmt: skip
+    rows = []
+    for name, r in sorted(train.items()):
+        equal = equal_budget_steps(results, name.split("-", 1)[1]) if name.startswith("controlnet-") else ""
+        rows.append(
+            [
+                name,
+                r["steps"],
+                r["batch"],
+                r["threads"],
+                f"{r['time_s']:.0f}",
+                f"{r['s_per_step']:.3f}",
+                f"{r['img_per_s']:.0f}",
+                f"{r['img_per_s_overall']:.0f}",
+                "—" if equal is None else equal,
+            ]
+        )
+    headers = [
+        "run",
+        "steps",
+        "batch",
+        "threads",
+        "training s",
+        "s/step",
+        "img/s (median of logged)",
+        "img/s (overall)",
+        "concat steps at base + this run's budget",
+    ]
+    lines = [markdown_table(headers, rows), ""]  # fmt: skip
     if len({r["threads"] for r in train.values()}) > 1:
-        lines += ["(the runs used different thread counts: the equal budget above is in wall seconds)", ""]
+        lines += ["(the runs used different thread counts: the equal budget above is in wall seconds; scale "
+                  "the base's by its threads for CPU seconds)", ""]  # fmt: skip
     compared = []
     for kind in args.kinds:
         for run in (f"controlnet-{kind}", f"concat-{kind}"):
