@@ -7,14 +7,17 @@ controlled, chance and ceiling levels, FD_classifier of controlled and base samp
 final checkpoint at ``--scales``; the concat baseline (a U-Net from scratch on [x_t, control], the base's
 network config) trained for ``--concat-steps`` and scored at the same fractions of its budget; pictures.
 
-    python benchmarks/controlnet_curve.py --base /tmp/h5/base --data digits --kinds canny mask lowres \\
-        --steps 20 --curve-steps 10 20 --n 24 --concat-steps 40 --out /tmp/h5/cn
+    python benchmarks/controlnet_curve.py --base /tmp/h5/base --data digits --kinds canny mask --steps 4 \\
+        --curve-steps 2 --n 16 --seeds 0 1 --scales 0 1 2 --eval-flags "--steps 5" --threads 1 \\
+        --out /tmp/h5/cn3 --stages train curve scales probe concat pictures table --probe-steps 4 \\
+        --concat-steps auto
     python benchmarks/controlnet_curve.py --base /tmp/mnist15 --data mnist:../shared/data/mnist \\
         --kinds canny mask lowres --steps 3000 --curve-steps 250 500 1000 2000 --n 1000 --threads 1 \\
         --out /tmp/cn-mnist --stages train curve scales probe table
 
 Controls always come from the held-out (test) split. The FD reference is ``--split`` (default train): with
-test, the first n test images are both the controls and the reference, which favours controlled samples.
+test, the same n test images (at seed 0) give the controls and the reference, which favours controlled
+samples. Run it from the folder the base's data spec is relative to (the repository for mnist15).
 Stages (``--stages``, default all but probe): train, curve, scales, probe, concat, pictures, table. Results
 accumulate in OUT/results.json (merged under a lock, so invocations with other kinds may run beside each
 other); every ``ddpm eval`` report is kept in OUT/evals and reused when asked for again.
@@ -23,6 +26,7 @@ other); every ``ddpm eval`` report is kept in OUT/evals and reused when asked fo
 from __future__ import annotations
 
 import argparse
+import copy
 import fcntl
 import itertools
 import json
@@ -445,8 +449,20 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+STAGES = {
+    "train": lambda args, results: train(args, results, "controlnet", args.steps, args.curve_steps),
+    "curve": curve, "scales": scales, "probe": probe, "concat": concat, "pictures": pictures,
+    "table": lambda args, results: None,
+}  # fmt: skip
+
+
 def main() -> None:
     args = parse_args()
+    unknown = [s for s in args.stages if s not in STAGES]
+    if unknown:
+        raise SystemExit(f"unknown stage(s) {unknown}; choose from {', '.join(STAGES)}")
+    if "concat" in args.stages and args.concat_steps is None:
+        raise SystemExit("stage concat needs --concat-steps N (or auto, after the probe stage)")
     args.out.mkdir(parents=True, exist_ok=True)
     if args.threads:
         ENV["OMP_NUM_THREADS"] = str(args.threads)
@@ -454,19 +470,14 @@ def main() -> None:
     path = args.out / "results.json"
     results = save(path, {"machine": {f"{time.time():.0f}-{os.getpid()}": machine_facts()},
                           "train": {"base": train_record(args.base)}})  # fmt: skip
-    stages = {"train": lambda: (train(args, results, "controlnet", args.steps, args.curve_steps)),
-              "curve": lambda: curve(args, results), "scales": lambda: scales(args, results),
-              "probe": lambda: probe(args, results), "pictures": lambda: pictures(args, results),
-              "concat": lambda: concat(args, results), "table": lambda: None}  # fmt: skip
-    unknown = [s for s in args.stages if s not in stages]
-    if unknown:
-        raise SystemExit(f"unknown stage(s) {unknown}; choose from {', '.join(stages)}")
-    if "concat" in args.stages and args.concat_steps is None:
-        raise SystemExit("stage concat needs --concat-steps N (or auto, after the probe stage)")
     print(f"FD reference split: {args.split} (controls: the test split)", flush=True)
     for stage in args.stages:
-        stages[stage]()
-        results = save(path, results)
+        before = copy.deepcopy(results)
+        STAGES[stage](args, results)
+        # only what the stage changed is merged: another invocation's newer entries stay
+        changed = {section: {k: v for k, v in entries.items() if before.get(section, {}).get(k) != v}
+                   for section, entries in results.items()}  # fmt: skip
+        results = save(path, changed)
     print(tables(args, results))
 
 
