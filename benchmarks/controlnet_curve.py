@@ -223,6 +223,8 @@ def curve(args: argparse.Namespace, results: dict[str, Any], mode: str = "contro
     """Every kept checkpoint of each kind's run, each seed; and the real-image row."""
     for kind in args.kinds:
         run = f"{mode}-{kind}"
+        if run not in results.get("train", {}):
+            raise SystemExit(f"{run} has not been trained here: run its training stage first")
         for step in results["train"][run]["kept"]:
             for seed in args.seeds:
                 evaluate(args, results, run, step, None, seed)
@@ -254,9 +256,12 @@ def concat(args: argparse.Namespace, results: dict[str, Any]) -> None:
     steps = args.concat_steps
     if steps == "auto":
         steps = equal_budget_steps(results, args.kinds[0])
+        if steps is None:
+            raise SystemExit(
+                f"--concat-steps auto needs the probe stage and controlnet-{args.kinds[0]} first"
+            )
         print(f"--concat-steps auto: {steps} steps (the equal budget of {args.kinds[0]})", flush=True)
     steps = int(steps)
-    args.concat_steps_used = steps
     train(args, results, "concat", steps, scaled_curve(args, steps))
     curve(args, results, "concat")
 
