@@ -168,7 +168,7 @@ def test_the_default_recipe_is_said_for_one_stage_runs_and_left_to_the_caller(tm
     folder = image_folder(tmp_path / "photos", 32, count=1)
     said = []
     for device, line in [
-        ("cpu", "CPU recipe for 32 px images: pixel diffusion, preset cifar10-cpu (2000 steps); --preset"),
+        ("cpu", "CPU recipe for 32 px images: pixel diffusion, preset cifar10-cpu (1860 steps); --preset"),
         ("cuda", "GPU recipe: preset cifar10 (the paper's: 35.7M parameters, 800k steps); --device cpu for"),
     ]:  # fmt: skip
         args = parse(["train", "--data", f"folder:{folder}", "--device", device])

@@ -60,7 +60,7 @@ def test_other_data_sets_and_auto_without_a_gpu():
 
 def test_a_cpu_trains_cifar10_with_cifar10_cpu_and_a_gpu_with_the_papers_recipe():
     cpu = build_train_config("cifar10", flags={"run.device": "cpu"})
-    assert cpu.model == get_preset("cifar10-cpu").model and cpu.run.steps == 2000
+    assert cpu.model == get_preset("cifar10-cpu").model and cpu.run.steps == 1860
     assert cpu.data.image_size == 0 and cpu.data.random_flip
     gpu = build_train_config("cifar10", overrides=["run.device=cuda"])
     assert gpu.model == get_preset("cifar10").model and gpu.run.steps == 800_000
@@ -77,7 +77,7 @@ def test_the_cifar10_cpu_preset_is_the_issues_recipe():
     )  # fmt: skip
     assert (config.optim.lr, config.optim.warmup_steps, config.optim.ema_decay) == (1e-3, 200, 0.999)
     run = config.run
-    assert (run.steps, run.batch_size, run.sample_every, run.checkpoint_every) == (2000, 64, 500, 500)
+    assert (run.steps, run.batch_size, run.sample_every, run.checkpoint_every) == (1860, 64, 500, 500)
     assert (run.preview_images, run.preview_sampler, run.preview_steps) == (64, "dpm++2m_sde", 20)
     assert config.diffusion.schedule == "linear" and config.diffusion.num_steps == 1000
 
@@ -118,8 +118,8 @@ def test_the_layers_above_the_preset_name_the_device_and_the_size(tmp_path):
 
 
 def test_the_recipe_says_in_one_line_what_it_chose_and_how_to_get_the_other():
-    assert recipe_line(Recipe("cpu", "pixel", 48, 48), ("2000 steps",)) == (
-        "CPU recipe for 48 px images: pixel diffusion, preset cifar10-cpu (2000 steps); "
+    assert recipe_line(Recipe("cpu", "pixel", 48, 48), ("1860 steps",)) == (
+        "CPU recipe for 48 px images: pixel diffusion, preset cifar10-cpu (1860 steps); "
         "--preset cifar10 for the paper's GPU recipe"
     )
     assert recipe_line(Recipe("cpu", "latent", 128, 500), ("6 min", "24 min")) == (
