@@ -15,6 +15,7 @@ One checkpoint folder::
     ema.safetensors        EMA weights
     optimizer.safetensors  AdamW moments (read and written by :mod:`ddpm.train.checkpoint`)
     meta.json              step, config, data fingerprint, EMA updates, counters, optimizer hyperparameters
+                           (``train_time_s``: training seconds so far, over resumes)
                            (an autoencoder run's: also ``latent_stats``, its latents' per-channel mean, std)
     manifest.json          sha256 of each file above, written last
 

@@ -141,7 +141,8 @@ class _Training:
     objective: DiffusionObjective | AutoencoderObjective  # one step's gradients; extra checkpoint meta
     order: EpochOrder
     progress: Progress
-    started: float  # perf_counter at the start of this invocation
+    started: float  # perf_counter at the start of this invocation (--time budgets this invocation)
+    earlier_s: float  # training wall time of the invocations before it (0 for a checkpoint without it)
     step: int  # optimizer steps completed
     interval_loss: torch.Tensor  # sum of the applied steps' losses since the last log line
     interval_steps: int
@@ -180,14 +181,13 @@ def _setup(
     scaler = grad_scaler(precision, device)  # fp16 only
     objective = build_objective(config, dataset, ctx)
     order = EpochOrder(len(dataset), run.batch_size, run.seed)
-    step, counters = 0, {}
-    if resume_from is not None:
-        step, counters = _restore(resume_from, model, ema, optimizer, scaler, objective)
+    step, meta = _restore(resume_from, model, ema, optimizer, scaler, objective) if resume_from else (0, {})
+    counters = meta.get("counters", {})  # skipped steps, the open log interval
     net = ddp_wrap(model, ctx)  # DDP averages gradients over ranks during backward
     progress = Progress(total=run.steps, initial=step, batch_size=run.batch_size, enabled=ctx.is_main)
     return _Training(
         config, dataset, run_dir, ctx, plan, precision, model, net, ema, optimizer, scaler, objective,
-        order, progress, started, step,
+        order, progress, started, float(meta.get("train_time_s", 0.0)), step,
         interval_loss=torch.tensor(counters.get("interval_loss_sum", 0.0), device=device),
         interval_steps=counters.get("interval_steps", 0),
         interval_start=time.perf_counter(),
@@ -205,7 +205,7 @@ def _restore(
     scaler: Any,
     objective: DiffusionObjective | AutoencoderObjective,
 ) -> tuple[int, dict[str, Any]]:
-    """Load a checkpoint into the training state; return its step and saved counters."""
+    """Load a checkpoint into the training state; return its step and meta (counters, training time)."""
     checkpoint = load_checkpoint(path)
     objective.load_state(checkpoint)  # a timestep sampler's history, a discriminator and its optimizer
     trained_part(model).load_state_dict(checkpoint.model)  # a ControlNet run's: its branch alone
@@ -215,7 +215,7 @@ def _restore(
     optimizer.load_state_dict(optimizer_from_tensors(checkpoint.optimizer, checkpoint.meta["optimizer"]))
     if scaler is not None and checkpoint.meta.get("grad_scaler"):
         scaler.load_state_dict(checkpoint.meta["grad_scaler"])
-    return checkpoint.step, checkpoint.meta.get("counters", {})  # skipped steps, the open log interval
+    return checkpoint.step, checkpoint.meta
 
 
 def _train_step(t: _Training) -> torch.Tensor:
@@ -278,7 +278,7 @@ def _log_interval(t: _Training, grad_norm: torch.Tensor) -> None:
         "lr": t.optimizer.param_groups[0]["lr"],
         "grad_norm": float(grad_norm),
         "img_per_s": t.interval_steps * run.batch_size / max(now - t.interval_start, 1e-9),
-        "time_s": now - t.started,
+        "time_s": _train_time_s(t, now),  # the run's, over all its invocations
         "epoch": t.order.epoch_of(t.step),
         "skipped_steps": t.skipped,
         "threads": torch.get_num_threads(),
@@ -345,6 +345,7 @@ def _save(t: _Training, at_step: int) -> None:
             "sample_shape": list(getattr(t.dataset, "image_shape", t.dataset.sample_shape)),
             "kind": t.dataset.kind,
             "ema_updates": t.ema.num_updates,
+            "train_time_s": _train_time_s(t, time.perf_counter()),  # a resumed run's time_s goes on from it
             "counters": {
                 "skipped_steps": t.skipped,
                 "bad_steps_in_a_row": t.bad_in_a_row,
@@ -360,6 +361,11 @@ def _save(t: _Training, at_step: int) -> None:
         },
         keep_last=t.config.run.keep_last,
     )
+
+
+def _train_time_s(t: _Training, now: float) -> float:
+    """The run's training wall time at ``now``: earlier invocations' (from the checkpoint) plus this one's."""
+    return t.earlier_s + now - t.started
 
 
 def _finite_or_none(value: Any) -> Any:
