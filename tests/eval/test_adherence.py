@@ -1,16 +1,20 @@
 """Adherence of samples to their ControlNet controls: edge F1 with a 1-pixel tolerance, mask IoU and PSNRs
-with known values, and the real image as the ceiling of each measure."""
+with known values, and the real image as the ceiling of each measure (PSNRs capped at 100 dB)."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from ddpm.data.controls import canny_edges, foreground_mask, grayscale, lowres_draft
+from ddpm.data.controls import canny_edges, foreground_mask, grayscale, lowres_draft, luma
 from ddpm.eval.adherence import (
     ADHERENCE,
+    ADHERENCE_NAMES,
+    PSNR_CAP_DB,
     adherence,
     edge_adherence,
     edge_f1,
@@ -82,22 +86,36 @@ def test_psnr_known_values():
     values = psnr(images, references)
     assert values[0].item() == pytest.approx(20.0)
     assert math.isinf(values[1].item())  # identical
+    capped = psnr(images, references, cap_db=100.0)
+    assert capped.tolist() == pytest.approx([20.0, 100.0])  # the cap only bounds the identical pair
+
+
+def test_adherence_psnrs_are_capped_so_the_ceiling_is_finite_json():
+    images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(4)) * 2 - 1
+    own = {"lowres": lowres_draft(images), "gray": grayscale(images)}  # rounding error only / none at all
+    assert psnr(F.avg_pool2d(images.double(), 4), F.avg_pool2d(own["lowres"].double(), 4)).min() > 100
+    assert math.isinf(psnr(luma(images), own["gray"]).min())
+    for kind, controls in own.items():
+        result = adherence(kind, images, controls)
+        assert result.per_sample.tolist() == [PSNR_CAP_DB] * 2 and result.mean == PSNR_CAP_DB
+        assert json.loads(json.dumps(result.mean)) == 100.0  # not Infinity, which JSON has not
+        assert "capped at 100" in ADHERENCE_NAMES[kind]
 
 
 def test_lowres_adherence_compares_block_means():
     images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
     draft = lowres_draft(images)
-    assert lowres_adherence(images, draft).mean > 100  # the ceiling: the image its draft came from
+    assert lowres_adherence(images, draft).mean == PSNR_CAP_DB  # the ceiling: the image its draft came from
     assert lowres_adherence(draft + 0.1, draft).per_sample.tolist() == pytest.approx([26.0206, 26.0206])
     # detail inside the blocks does not count: only the block means are compared
     checker = (torch.arange(16).view(1, 1, 1, 16) + torch.arange(16).view(1, 1, 16, 1)) % 2 * 0.2 - 0.1
-    assert lowres_adherence(draft + checker, draft).mean > 100
+    assert lowres_adherence(draft + checker, draft).mean == PSNR_CAP_DB
 
 
 def test_gray_adherence_compares_luma():
     images = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(2)) * 2 - 1
     gray = grayscale(images)
-    assert math.isinf(gray_adherence(images, gray).mean)
+    assert gray_adherence(images, gray).mean == PSNR_CAP_DB
     assert gray_adherence(images, gray - 0.2).per_sample.tolist() == pytest.approx([20.0, 20.0])
 
 

@@ -10,6 +10,10 @@ ceiling): ``edge_adherence(real, canny_edges(real))`` is 1 by construction, the 
     mask_adherence      IoU of the samples' foreground masks with the control masks
     lowres_adherence    PSNR of the area-downsampled sample against the draft's low-resolution image
     gray_adherence      PSNR of the sample's BT.601 luma against the gray control
+
+Both PSNRs are capped at PSNR_CAP_DB (100 dB) per sample: a real image against its own control differs by
+float rounding only (~166 dB for a draft) or not at all (+inf, which JSON cannot hold), and no sample comes
+near 100 dB, so the cap changes only the ceiling, to a number that reads as "exact".
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from ddpm.data.controls import canny_edges, foreground_mask, luma
 
 # 8-neighbourhood, per image: "within 1 pixel" counts diagonal neighbours, as a 1-px shift in x and y.
 _TOLERANCE_1PX = np.ones((1, 3, 3), dtype=bool)
+PSNR_CAP_DB = 100.0  # the adherence PSNRs' largest value: an error of 1e-5 of the [-1, 1] range per pixel
 
 
 @dataclass(frozen=True)
@@ -35,7 +40,7 @@ class Adherence:
 
     name: str  # e.g. "edge_f1", "mask_iou", "lowres_psnr_db", "gray_psnr_db"
     per_sample: Tensor  # (N,) float64, sample i against control i
-    mean: float  # mean of per_sample (inf if a PSNR is infinite: a sample equal to its control)
+    mean: float  # mean of per_sample (finite: PSNRs are capped at PSNR_CAP_DB)
 
 
 def _adherence(name: str, per_sample: Tensor) -> Adherence:
@@ -76,12 +81,15 @@ def mask_iou(sample_masks: Tensor, control_masks: Tensor) -> Adherence:
     return _adherence("mask_iou", torch.from_numpy(iou.astype(np.float64)))
 
 
-def psnr(images: Tensor, references: Tensor, *, data_range: float = 2.0) -> Tensor:
+def psnr(
+    images: Tensor, references: Tensor, *, data_range: float = 2.0, cap_db: float | None = None
+) -> Tensor:
     """(N,) peak signal-to-noise ratio in dB, 10·log10(data_range² / MSE) per image; ``data_range`` 2 for
-    images in [-1, 1]; +inf where an image equals its reference."""
+    images in [-1, 1]; +inf where an image equals its reference, or ``cap_db`` at most when given."""
     _check_same_shape(images, references)
     mse = (images.double() - references.double()).square().flatten(1).mean(dim=1)
-    return 10 * torch.log10(data_range**2 / mse)  # mse = 0 → +inf
+    values = 10 * torch.log10(data_range**2 / mse)  # mse = 0 → +inf
+    return values if cap_db is None else values.clamp(max=cap_db)
 
 
 def edge_adherence(samples: Tensor, controls: Tensor, **canny: float) -> Adherence:
@@ -97,20 +105,22 @@ def mask_adherence(samples: Tensor, controls: Tensor, *, threshold: float = 0.0)
 
 
 def lowres_adherence(samples: Tensor, drafts: Tensor, *, factor: int = 4) -> Adherence:
-    """PSNR (dB) of the samples area-downsampled by ``factor`` against the drafts' low-resolution images
-    (their own area-downsampling, exact for a nearest-upsampled draft)."""
+    """PSNR (dB, at most PSNR_CAP_DB) of the samples area-downsampled by ``factor`` against the drafts'
+    low-resolution images (their own area-downsampling, exact for a nearest-upsampled draft)."""
     _check_same_shape(samples, drafts)
     if samples.shape[2] % factor or samples.shape[3] % factor:
         raise ValueError(
             f"image size {tuple(samples.shape[2:])} is not divisible by the draft factor {factor}"
         )
-    values = psnr(F.avg_pool2d(samples.double(), factor), F.avg_pool2d(drafts.double(), factor))
+    low = F.avg_pool2d(samples.double(), factor), F.avg_pool2d(drafts.double(), factor)
+    values = psnr(*low, cap_db=PSNR_CAP_DB)
     return _adherence("lowres_psnr_db", values)
 
 
 def gray_adherence(samples: Tensor, controls: Tensor) -> Adherence:
-    """PSNR (dB) of the samples' BT.601 luma (:func:`ddpm.data.controls.luma`) against the gray controls."""
-    return _adherence("gray_psnr_db", psnr(luma(samples), controls))
+    """PSNR (dB, at most PSNR_CAP_DB) of the samples' BT.601 luma (:func:`ddpm.data.controls.luma`) against
+    the gray controls."""
+    return _adherence("gray_psnr_db", psnr(luma(samples), controls, cap_db=PSNR_CAP_DB))
 
 
 ADHERENCE: dict[str, Callable[[Tensor, Tensor], Adherence]] = {
@@ -132,8 +142,8 @@ def adherence(kind: str, samples: Tensor, controls: Tensor) -> Adherence:
 ADHERENCE_NAMES = {
     "canny": "edge F1",
     "mask": "mask IoU",
-    "lowres": "low-res PSNR (dB)",
-    "gray": "gray PSNR (dB)",
+    "lowres": f"low-res PSNR (dB, capped at {PSNR_CAP_DB:.0f})",
+    "gray": f"gray PSNR (dB, capped at {PSNR_CAP_DB:.0f})",
 }
 
 
