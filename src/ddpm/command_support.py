@@ -29,6 +29,7 @@ from ddpm.diffusion.guidance import check_guidance_scale
 from ddpm.diffusion.samplers import SAMPLERS, TrajectoryStep, spacings_for
 from ddpm.eval import Evaluation, load_samples_npz, prepare
 from ddpm.eval.memorisation import memorisation
+from ddpm.eval.sample_cache import cached_samples
 from ddpm.interop.diffusers import is_diffusers_folder
 from ddpm.interop.diffusers_model import from_diffusers
 from ddpm.model import DiffusionModel, from_checkpoint, to_uint8
@@ -285,15 +286,24 @@ HELD_OUT_SPLIT = "test"
 
 
 def control_comparison(
-    opened: OpenedRun, *, n: int = 8, seed: int = 0, uncontrolled: bool = False, batch_size: int = 256,
-    held_out: Dataset | None = None, **sample_options: Any,
+    opened: OpenedRun,
+    *,
+    n: int = 8,
+    seed: int = 0,
+    uncontrolled: bool = False,
+    batch_size: int = 256,
+    held_out: Dataset | None = None,
+    cache_root: str | Path | None = None,
+    **sample_options: Any,
 ) -> editing.ControlComparison:
     """A control run's samples drawn, with its own sampler, from the controls of ``n`` held-out images
     (the test split of its data, chosen by ``seed``; for users' own controls, among the images that have
     one in the run's control folder), with their labels for a class-conditional model; with
     ``uncontrolled``, the same noises and labels without control too (``editing.compare_control``).
     ``held_out``: that split, when the caller has already loaded it; ``sample_options`` (a ControlNet's
-    ``control_scale``) go to the controlled samples' ``DiffusionModel.sample``."""
+    ``control_scale``) go to the controlled samples' ``DiffusionModel.sample``. ``cache_root``: where a
+    ControlNet's uncontrolled samples (its frozen base's) are cached (``ddpm.eval.sample_cache``), so evals
+    of other checkpoints or control scales of runs over the same base draw them once."""
     model, control = opened.model, opened.model.spec.control
     if control is None or opened.config is None:
         raise UsageError("control pictures need a control run (ddpm train --controlnet BASE --control K, or "
@@ -307,9 +317,28 @@ def control_comparison(
         shape = (control.control_channels, *model.sample_shape[1:])
         controls = load_control_images(control.folder, shape, names)
     labels = dataset.labels[rows] if model.num_classes is not None else None
+    cache = None
+    if cache_root is not None and not control.concat:  # a concat run's uncontrolled samples are its own
+        parts = _base_sample_parts(model, len(rows), seed, labels, sample_options)
+        shape = (len(rows), *model.sample_shape)
+        cache = lambda draw: cached_samples(cache_root, "base", parts, shape, draw, print)  # noqa: E731
     return editing.compare_control(model, dataset.batch(rows), controls=controls, labels=labels,
-                                   uncontrolled=uncontrolled, seed=seed, batch_size=batch_size,
+                                   uncontrolled=uncontrolled, seed=seed, batch_size=batch_size, cache=cache,
                                    **sample_options)  # fmt: skip
+
+
+def _base_sample_parts(
+    model: DiffusionModel, n: int, seed: int, labels: Tensor | None, options: dict[str, Any]
+) -> dict[str, Any]:
+    """All that a ControlNet's uncontrolled samples depend on: its frozen base's weights (their sha256) and
+    spec, the sampler settings, seeds, labels and other sampling options, and the device. Not the batch
+    size (image i depends on its seed alone) nor the control scale (no control, no branch)."""
+    sampling = {k: v for k, v in options.items() if k in ("sampler", "steps", "spacing", "eps_scale", "eta")}
+    rest = {k: v for k, v in options.items() if k not in {*sampling, "batch_size", "control_scale"}}
+    spec = dataclasses.replace(model.spec, control=None, sampling=model.sampling.with_overrides(**sampling))
+    return {"base_sha256": model.spec.control.base_sha256, "spec": dataclasses.asdict(spec), "n": n,
+            "seed": seed, "labels": None if labels is None else labels.tolist(), "options": rest,
+            "device": model.device.type}  # fmt: skip
 
 
 def _paired_rows(dataset: Dataset, folder: str) -> Tensor:
@@ -349,7 +378,12 @@ def draw_for_scoring(
 
 
 def memorisation_metrics(
-    samples: Tensor, evaluation: Evaluation, spec: str, split: str, *, run_data: DataConfig | None = None,
+    samples: Tensor,
+    evaluation: Evaluation,
+    spec: str,
+    split: str,
+    *,
+    run_data: DataConfig | None = None,
     root: str | None = None,
 ) -> dict[str, float]:
     """``ddpm.eval.memorisation`` of image samples: their distances to the nearest image of the train

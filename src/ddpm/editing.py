@@ -312,13 +312,16 @@ class ControlComparison:
 
 def compare_control(
     model: DiffusionModel, real: Tensor, *, controls: Tensor | None = None, labels: Labels = None,
-    uncontrolled: bool = True, seed: int = 0, **sample_options: Any,
+    uncontrolled: bool = True, seed: int = 0,
+    cache: Callable[[Callable[[], Tensor]], Tensor] | None = None, **sample_options: Any,
 ) -> ControlComparison:  # fmt: skip
     """Sample a control run once per real image with that image's control (computed with the run's kind
     unless ``controls`` are given, as users' own must be), and, with ``uncontrolled``, again from the same
     noises and ``labels`` without control: a ControlNet's branch then adds nothing, so those are the base
     model's samples; a concat run's network reads the blank control it learned at its drop rate.
-    ``sample_options`` go to :meth:`DiffusionModel.sample` (left out: the run's own sampler)."""
+    ``sample_options`` go to :meth:`DiffusionModel.sample` (left out: the run's own sampler). ``cache(draw)``,
+    when given, returns the uncontrolled samples ``draw()`` would (a ControlNet's are its frozen base's, the
+    same for every checkpoint and control scale: ``command_support`` keeps them on disk)."""
     control = model.spec.control
     if control is None:
         raise ValueError(
@@ -333,5 +336,6 @@ def compare_control(
         controls = make_control(control.kind, real)
     options = dict(sample_options, labels=labels, seed=seed)
     samples = model.sample(len(real), control=controls, **options)
-    base = model.sample(len(real), **options) if uncontrolled else None
+    draw_base = lambda: model.sample(len(real), **options)  # noqa: E731 — the same draw, cached or not
+    base = None if not uncontrolled else draw_base() if cache is None else cache(draw_base)
     return ControlComparison(control.kind, real, controls.cpu(), samples, base)

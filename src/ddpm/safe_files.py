@@ -17,6 +17,7 @@ zip renamed ``.safetensors`` fails the first check and is named as such; nothing
 Writing: :func:`write_durably` flushes and fsyncs a file before it returns, and
 :func:`atomic_write_text` replaces a small file (config.toml, a log) by renaming a complete,
 fsynced temporary over it, so a crash leaves the old file or the new one, never half of either.
+:func:`cached_tensor` keeps a computed tensor in such a file, keyed by a hash of what it depends on.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import glob
 import json
 import math
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -213,3 +215,46 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def cached_tensor(
+    path: str | Path,
+    key: str,
+    compute: Callable[[], Tensor],
+    fits: Callable[[Tensor], bool],
+    log: Callable[[str], Any],
+    *,
+    name: str,
+    what: str,
+    metadata: Mapping[str, str] | None = None,
+) -> Tensor:
+    """A tensor cached in the safetensors file ``path``, which holds it alone under ``name``, with ``key``
+    (a hash of all it depends on) in its metadata: read back when the file is whole, has that key and
+    ``fits``, else ``compute()``d and written atomically (with ``metadata`` beside the key). An unreadable or
+    foreign file is computed again and replaced; a cache that cannot be written only costs the time.
+    ``log`` gets one line whenever the cache is read, refused or not written; ``what`` names the tensor
+    there ("12 canny controls")."""
+    from safetensors import safe_open
+    from safetensors.torch import save
+
+    path = Path(path)
+    if path.is_file():
+        try:
+            tensors = load_safetensors(path)
+            with safe_open(path, framework="pt") as file:
+                stored_key = (file.metadata() or {}).get("key")
+        except (UnsafeFileError, OSError, ValueError) as err:
+            tensors, stored_key = {}, None
+            log(f"cache {path} is unreadable ({err}); computing the {what} again")
+        if stored_key == key and set(tensors) == {name} and fits(tensors[name]):
+            log(f"read {what} from the cache {path}")
+            return tensors[name]
+        if tensors:
+            log(f"cache {path} holds other {name}; computing the {what} again")
+    value = compute()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, save({name: value.contiguous()}, metadata={**(metadata or {}), "key": key}))
+    except OSError as err:
+        log(f"could not cache the {what} at {path} ({err}); they will be computed again next time")
+    return value

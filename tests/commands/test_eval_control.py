@@ -107,3 +107,51 @@ def test_control_scale_is_refused_where_no_controlnet_samples(run, flags, messag
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and re.search(message, err) and not out.exists()
+
+
+@pytest.fixture
+def draws(monkeypatch):
+    """Every DiffusionModel.sample call, recorded as whether it was drawn without control."""
+    from ddpm.model import DiffusionModel
+
+    calls, original = [], DiffusionModel.sample
+
+    def spy(self, n=None, **options):
+        calls.append(options.get("control") is None)
+        return original(self, n, **options)
+
+    monkeypatch.setattr(DiffusionModel, "sample", spy)
+    return calls
+
+
+def test_a_controlnets_base_samples_are_drawn_once_for_its_checkpoints_and_scales(
+    control_run, tmp_path, quiet_cache, cache_dir, draws, capsys
+):
+    flags = {"--n": "6", "--seed": "7", "--steps": "3"}  # a key no other test draws
+    args = [part for item in flags.items() for part in item]
+    before = set(cache_dir.glob("samples/base-*.safetensors"))
+    first = _eval(control_run / "checkpoints" / "step_0000002", tmp_path / "a.json", *args)
+    assert draws == [False, True] and "from the cache" not in capsys.readouterr().out  # controlled, then base
+    [cached] = set(cache_dir.glob("samples/base-*.safetensors")) - before  # written atomically, once
+    later = _eval(control_run, tmp_path / "b.json", *args, "--control-scale", "0.5")
+    assert draws[2:] == [False]  # the newest checkpoint at another scale: its base samples are read back
+    said = [line for line in capsys.readouterr().out.splitlines() if "from the cache" in line]
+    assert said == [f"read 6 base samples from the cache {cached}"]
+    assert later["base_metrics"] == first["base_metrics"]
+    assert later["adherence"]["chance"] == first["adherence"]["chance"]
+    for flag, value in (("--seed", "8"), ("--n", "5"), ("--steps", "4")):
+        draws.clear()
+        _eval(
+            control_run, tmp_path / "c.json", *[p for k, v in {**flags, flag: value}.items() for p in (k, v)]
+        )
+        assert draws == [False, True], flag  # another key: the base is drawn again
+        assert "from the cache" not in capsys.readouterr().out
+
+
+def test_a_concat_runs_uncontrolled_samples_are_never_cached(concat_run, tmp_path, quiet_cache, draws):
+    for name in (
+        "a",
+        "b",
+    ):  # its control-dropped samples are its own network's, which each checkpoint changes
+        _eval(concat_run, tmp_path / f"{name}.json", "--n", "4", "--seed", "7", "--steps", "2")
+    assert draws == [False, True, False, True]

@@ -24,14 +24,12 @@ from typing import Any
 
 import skimage
 import torch
-from safetensors import safe_open
-from safetensors.torch import save
 from torch import Tensor
 
 from ddpm.data import Dataset, parse_spec
 from ddpm.data.controls import CONTROLS
 from ddpm.data.dataset import fingerprint
-from ddpm.safe_files import UnsafeFileError, atomic_write_bytes, load_safetensors
+from ddpm.safe_files import cached_tensor
 
 CACHED_KINDS = ("canny",)  # the controls slow enough to compute that reading them back saves time
 CACHE_VERSION = 1  # bump when a control function computes something else for the same parameters
@@ -64,39 +62,11 @@ def cached_controls(
     else ``compute()``d and written there (kinds not in CACHED_KINDS are always computed)."""
     if kind not in CACHED_KINDS:
         return compute()
+
+    def whole(controls: Tensor) -> bool:
+        return controls.dtype == torch.uint8 and controls.ndim == 4 and len(controls) == len(dataset)
+
     path, key = cache_path(root, dataset, kind), cache_key(dataset, kind)
-    stored = _read(path, key, len(dataset), log)
-    if stored is not None:
-        log(f"read {len(stored)} {kind} controls from the cache {path}")
-        return stored
-    controls = compute()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(path, save({"controls": controls.contiguous()}, metadata={"key": key}))
-    except OSError as err:
-        log(f"could not cache the {kind} controls at {path} ({err}); they will be computed again next time")
-    return controls
-
-
-def _read(path: Path, key: str, count: int, log: Callable[[str], Any]) -> Tensor | None:
-    """The cached controls at ``path`` if it is a whole file of ``count`` uint8 controls of ``key``."""
-    if not path.is_file():
-        return None
-    try:
-        tensors = load_safetensors(path)
-        with safe_open(path, framework="pt") as file:
-            stored_key = (file.metadata() or {}).get("key")
-    except (UnsafeFileError, OSError, ValueError) as err:
-        log(f"control cache {path} is unreadable ({err}); computing the controls again")
-        return None
-    controls = tensors.get("controls")
-    whole = (
-        controls is not None
-        and controls.dtype == torch.uint8
-        and controls.ndim == 4
-        and len(controls) == count
+    return cached_tensor(
+        path, key, compute, whole, log, name="controls", what=f"{len(dataset)} {kind} controls"
     )
-    if stored_key != key or set(tensors) != {"controls"} or not whole:
-        log(f"control cache {path} holds other controls; computing them again")
-        return None
-    return controls

@@ -34,6 +34,7 @@ from ddpm.commands.eval.common import check_counts, print_report, shown, table, 
 from ddpm.commands.eval.likelihood import format_nll_table, likelihood_of_path, run_likelihood
 from ddpm.commands.eval.reconstruction import evaluate_autoencoder, run_reconstruction
 from ddpm.control import ControlConfig
+from ddpm.data import default_data_root
 from ddpm.editing import ControlComparison
 from ddpm.eval import score
 from ddpm.eval.adherence import ADHERENCE_NAMES
@@ -137,7 +138,8 @@ def evaluate_control(
     levels on those controls. As in conditional synthesis evaluations (SPADE, ControlNet's ADE20K FID), the
     controls of the default ``--split test`` come from the images the samples are scored against (at seed 0
     exactly those: both are the first ``n`` of the same seeded permutation), which favours the controlled FD
-    over the base's. ``control_scale``: a ControlNet's strength (its base's samples are the same at any).
+    over the base's. ``control_scale``: a ControlNet's strength (its base's samples are the same at any, and
+    for the same base weights, sampler, seeds and labels are read back from the cache under the data root).
     Returns the report's samples, metrics, base_metrics and adherence entries."""
     run_data = opened.config.data
     held_out = load_data(opened.config, split=HELD_OUT_SPLIT)
@@ -146,8 +148,9 @@ def evaluate_control(
     # The real data first: a bad --data, --split or --n fails before minutes of sampling.
     evaluation = prepare_real(run_data.spec, count, run_data=run_data, **options)
     scale = {} if control_scale == 1 else {"control_scale": control_scale}  # a concat run takes none
+    cache_root = run_data.root or default_data_root()  # a ControlNet's base samples: drawn once, then read
     found = control_comparison(opened, n=count, seed=seed, uncontrolled=True, batch_size=batch_size,
-                               held_out=held_out, **scale)  # fmt: skip
+                               held_out=held_out, cache_root=cache_root, **scale)  # fmt: skip
     if len(found.real) < count:  # users' own controls: only the held-out images that have one
         evaluation = prepare_real(run_data.spec, len(found.real), run_data=run_data, **options)
     metrics = score(evaluation, found.samples, batch_size=batch_size, seed=seed, progress=True)
