@@ -146,7 +146,7 @@ def train(args: argparse.Namespace, results: dict[str, Any], mode: str, steps: i
 
 def train_record(run: Path) -> dict[str, Any]:
     """Steps, training seconds, threads, batch and throughput of a run, from its log.jsonl and config.
-    A resumed run's time_s starts again from 0 (it counts from its process's start): the pieces are added."""
+    Logs written before time_s was cumulative (7147b30) restart it at 0 on --resume: pieces are added."""
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
     batch = RunDir(run).config_dict()["run"]["batch_size"]
     ends = [a["time_s"] for a, b in itertools.pairwise(log) if b["time_s"] < a["time_s"]]
