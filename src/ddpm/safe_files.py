@@ -240,16 +240,17 @@ def cached_tensor(
     path = Path(path)
     if path.is_file():
         try:
-            tensors = load_safetensors(path)
+            read_safetensors_header(path)
             with safe_open(path, framework="pt") as file:
                 stored_key = (file.metadata() or {}).get("key")
+            # the key first: a foreign file's tensors are never loaded
+            tensors = load_safetensors(path) if stored_key == key else {}
         except (UnsafeFileError, OSError, ValueError) as err:
-            tensors, stored_key = {}, None
             log(f"cache {path} is unreadable ({err}); computing the {what} again")
-        if stored_key == key and set(tensors) == {name} and fits(tensors[name]):
-            log(f"read {what} from the cache {path}")
-            return tensors[name]
-        if tensors:
+        else:
+            if set(tensors) == {name} and fits(tensors[name]):
+                log(f"read {what} from the cache {path}")
+                return tensors[name]
             log(f"cache {path} holds other {name}; computing the {what} again")
     value = compute()
     try:
