@@ -23,7 +23,7 @@ from PIL import Image
 from skimage.feature import canny
 from torch import Tensor
 
-from ddpm.data.user_images import IMAGE_SUFFIXES, load_images
+from ddpm.data.user_images import IMAGE_SUFFIXES, image_pixels, load_images, to_unit_range
 
 BT601 = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma weights of R′, G′, B′ (they sum to 1)
 
@@ -170,17 +170,30 @@ def control_image_files(directory: str | Path, names: Sequence[str] | None = Non
 
 
 def check_control_sizes(files: Sequence[Path], height: int, width: int) -> None:
-    """Refuse, in one line, a control image file that is not ``width``×``height``: resizing would blur an
-    edge map or a mask."""
+    """Refuse, in one line, a control image file that is not ``width``×``height``
+    (:func:`check_control_size`)."""
     for file in files:
         if file.suffix.lower() in IMAGE_SUFFIXES and file.is_file():
             with Image.open(file) as image:
-                size = image.size
-            if size != (width, height):
-                raise ValueError(
-                    f"control image {str(file)!r} is {size[0]}×{size[1]}; this model needs "
-                    f"{width}×{height} (W×H) control images"
-                )
+                check_control_size(str(file), image.size, height, width)
+
+
+def check_control_size(name: str, size: tuple[int, int], height: int, width: int) -> None:
+    """Refuse, in one line naming it, control image ``name`` whose ``size`` (W, H) is not
+    ``width``×``height``: resizing would blur an edge map or a mask."""
+    if tuple(size) != (width, height):
+        raise ValueError(
+            f"control image {name!r} is {size[0]}×{size[1]}; this model needs {width}×{height} (W×H) control "
+            "images"
+        )
+
+
+def control_from_image(image: Image.Image, name: str, control_shape: tuple[int, int, int]) -> Tensor:
+    """An opened control image (``ddpm serve``'s upload) read as ``ddpm sample --control`` reads a file:
+    (1, C, H, W) in [-1, 1] for ``control_shape`` (C, H, W), its size refused when it differs
+    (:func:`check_control_size`), its colour mode converted (:func:`~ddpm.data.user_images.image_pixels`)."""
+    check_control_size(name, image.size, *control_shape[1:])
+    return to_unit_range(image_pixels(image, control_shape))
 
 
 def load_control_images(

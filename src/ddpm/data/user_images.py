@@ -36,16 +36,28 @@ def load_images(paths: Sequence[str | Path], sample_shape: tuple[int, ...]) -> T
                 )
         elif path.suffix.lower() in IMAGE_SUFFIXES:
             with Image.open(path) as image:
-                image = image.convert("L" if channels == 1 else "RGB")
-                if image.size != (width, height):
-                    image = image.resize((width, height), Image.Resampling.BICUBIC)
-                pixels = np.asarray(image).reshape(1, height, width, channels)
+                pixels = image_pixels(image, sample_shape)
         else:
             raise ValueError(f"image {str(path)!r} must be .npz or one of {', '.join(IMAGE_SUFFIXES)}")
-        batches.append(torch.from_numpy(pixels.copy()).permute(0, 3, 1, 2).float() / 127.5 - 1.0)
+        batches.append(to_unit_range(pixels))
     if not batches:
         raise ValueError("no images given")
     return torch.cat(batches)
+
+
+def image_pixels(image: Image.Image, sample_shape: tuple[int, ...]) -> np.ndarray:
+    """One opened image fitted to the model: (1, H, W, C) uint8, its colour mode converted (gray for C = 1,
+    else RGB) and resized (bicubic) when its size differs. ``ddpm serve``'s uploads use it too."""
+    channels, height, width = sample_shape
+    image = image.convert("L" if channels == 1 else "RGB")
+    if image.size != (width, height):
+        image = image.resize((width, height), Image.Resampling.BICUBIC)
+    return np.asarray(image).reshape(1, height, width, channels)
+
+
+def to_unit_range(pixels: np.ndarray) -> Tensor:
+    """uint8 (N, H, W, C) → float (N, C, H, W) in [-1, 1]."""
+    return torch.from_numpy(pixels.copy()).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
 def load_mask(spec: str | Path, sample_shape: tuple[int, ...]) -> Tensor:

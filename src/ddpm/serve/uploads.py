@@ -11,6 +11,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
+from ddpm.data.user_images import image_pixels, to_unit_range
+
 MAX_UPLOAD_BYTES = 1_000_000  # one image or mask upload
 MAX_REQUEST_BYTES = 2 * MAX_UPLOAD_BYTES + 100_000  # a whole form: image, mask and fields
 MAX_PIXELS = 4096 * 4096  # refused before decoding (decompression bombs)
@@ -48,12 +50,7 @@ def open_image(data: bytes, name: str) -> Image.Image:
 
 def image_tensor(data: bytes, name: str, sample_shape: tuple[int, ...]) -> Tensor:
     """An uploaded image fitted to the model: (1, C, H, W) in [-1, 1] (resized like ``ddpm inpaint``)."""
-    channels, height, width = sample_shape
-    image = open_image(data, name).convert("L" if channels == 1 else "RGB")
-    if image.size != (width, height):
-        image = image.resize((width, height), Image.Resampling.BICUBIC)
-    pixels = np.asarray(image, dtype=np.float32).reshape(height, width, channels)
-    return torch.from_numpy(pixels).permute(2, 0, 1).unsqueeze(0) / 127.5 - 1.0
+    return to_unit_range(image_pixels(open_image(data, name), sample_shape))
 
 
 def mask_tensor(data: bytes, sample_shape: tuple[int, ...]) -> Tensor:
