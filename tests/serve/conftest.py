@@ -1,5 +1,6 @@
 """Tiny runs in a runs folder (one unconditional, one class-conditional, one outside it behind a
-symlink), the app over them with FastAPI's TestClient, and a live uvicorn server for the browser."""
+symlink) and in a folder of control runs (a base, a ControlNet steering it, a concat run), the app over each
+with FastAPI's TestClient, and live uvicorn servers for the browser."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from ddpm.serve.app import create_app
 from ddpm.serve.catalog import RunCatalog
 from ddpm.serve.jobs import JobQueue
 from ddpm.train.run import train
+from tests.conftest import QUIET, concat_run_config, control_run_config
 from tests.train.conftest import tiny_digits_config
 
 BASE_URL = "http://127.0.0.1:8000"
@@ -73,9 +75,8 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def live_server(catalog: RunCatalog) -> Iterator[tuple[str, JobQueue]]:
-    """(URL, queue) of a real uvicorn server on a free loopback port, in a thread."""
+def serve_in_thread(catalog: RunCatalog) -> Iterator[tuple[str, JobQueue]]:
+    """(URL, queue) of a real uvicorn server over ``catalog`` on a free loopback port, in a thread."""
     jobs = JobQueue(max_jobs=8)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(catalog, jobs), host="127.0.0.1", port=port,
@@ -90,3 +91,36 @@ def live_server(catalog: RunCatalog) -> Iterator[tuple[str, JobQueue]]:
     jobs.close()
     server.should_exit = True
     thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def live_server(catalog: RunCatalog) -> Iterator[tuple[str, JobQueue]]:
+    """(URL, queue) of a real uvicorn server over the runs folder."""
+    yield from serve_in_thread(catalog)
+
+
+@pytest.fixture(scope="session")
+def control_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """runs/base (a 6-step unconditional digits run), runs/canny (a 4-step canny ControlNet steering it,
+    Zhang, Rao & Agrawala 2023) and runs/mask-concat (a 4-step class-conditional mask concat run): seconds."""
+    runs = tmp_path_factory.mktemp("serve-control") / "runs"
+    train_tiny(runs / "base")
+    train(control_run_config(runs / "base"), runs / "canny", **QUIET)
+    train(concat_run_config(), runs / "mask-concat", **QUIET)
+    return runs
+
+
+@pytest.fixture(scope="session")
+def control_catalog(control_runs: Path) -> RunCatalog:
+    return RunCatalog(control_runs)
+
+
+@pytest.fixture
+def control_client(control_catalog: RunCatalog, queue: JobQueue) -> TestClient:
+    return TestClient(create_app(control_catalog, queue), base_url=BASE_URL)
+
+
+@pytest.fixture(scope="module")
+def control_live_server(control_catalog: RunCatalog) -> Iterator[tuple[str, JobQueue]]:
+    """(URL, queue) of a real uvicorn server over the control runs."""
+    yield from serve_in_thread(control_catalog)

@@ -8,6 +8,7 @@ can name. Errors are JSON ``{"error": "<one line>"}``, shown on the page as they
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 from importlib import resources
@@ -20,8 +21,17 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from torch import Tensor
 
+from ddpm.data.controls import make_control
 from ddpm.diffusion.samplers import SAMPLERS
 from ddpm.serve.catalog import RunCatalog, UnknownRun
+from ddpm.serve.controls import (
+    ControlError,
+    check_control_request,
+    computed_kind,
+    control_png,
+    no_control_note,
+    uploaded_control,
+)
 from ddpm.serve.guard import Guard, allowed_hosts
 from ddpm.serve.jobs import Job, JobQueue, QueueFull
 from ddpm.serve.uploads import MAX_REQUEST_BYTES, MAX_UPLOAD_BYTES, UploadError, image_tensor, mask_tensor
@@ -51,6 +61,14 @@ class SampleBody(BaseModel):
     seed: int = 0
     label: int | None = None  # None: every class in turn (conditional runs)
     guidance: float = 1.0
+    control_scale: float | None = None  # a ControlNet's; only with a control image (/api/sample/control)
+
+
+class ControlSampleForm(SampleBody):
+    """The sampling form of a control run with its control image: an uploaded (or drawn) file beside these
+    fields, or ``control_real``, the number of a real test image whose control the run computes."""
+
+    control_real: int | None = None
 
 
 def static_text(name: str) -> str:
@@ -94,6 +112,7 @@ def create_app(catalog: RunCatalog, queue: JobQueue, host: str = "127.0.0.1") ->
     add_error_handlers(app)
     add_page_routes(app, catalog)
     add_job_routes(app, catalog, queue)
+    add_control_routes(app, catalog, queue)
     return Guard(app, allowed_hosts(host), MAX_REQUEST_BYTES)
 
 
@@ -103,7 +122,14 @@ def error(status: int, message: str) -> JSONResponse:
 
 def add_error_handlers(app: FastAPI) -> None:
     """User errors as one-line JSON messages with their status."""
-    for kind, status in ((UnknownRun, 404), (UploadError, 400), (BadRequest, 400), (QueueFull, 503)):
+    refusals = (
+        (UnknownRun, 404),
+        (UploadError, 400),
+        (BadRequest, 400),
+        (ControlError, 400),
+        (QueueFull, 503),
+    )
+    for kind, status in refusals:
         app.add_exception_handler(kind, lambda _r, err, status=status: error(status, str(err).strip("'\"")))
 
     @app.exception_handler(StarletteHTTPException)
@@ -154,11 +180,7 @@ def add_page_routes(app: FastAPI, catalog: RunCatalog) -> None:
     @app.get("/api/runs/{run_id}/real/{index}.png")
     def real(run_id: str, index: int) -> Response:
         check_range("index", index, 0, REAL_IMAGES - 1)
-        try:
-            images = catalog.real_images(run_id, REAL_IMAGES)
-        except (OSError, RuntimeError, ValueError) as err:
-            raise BadRequest(f"no real images for this run ({' '.join(str(err).split())})") from None
-        return Response(grid_png(images[index : index + 1]), media_type="image/png")
+        return Response(grid_png(real_images(catalog, run_id)[index : index + 1]), media_type="image/png")
 
 
 def add_job_routes(app: FastAPI, catalog: RunCatalog, queue: JobQueue) -> None:
@@ -168,8 +190,12 @@ def add_job_routes(app: FastAPI, catalog: RunCatalog, queue: JobQueue) -> None:
     def sample(body: SampleBody) -> JSONResponse:
         summary = catalog.summary(catalog.get(body.run))
         request = sample_request(body, summary)
+        if body.control_scale is not None:
+            raise BadRequest(f"control_scale {body.control_scale} needs a control image; send both to "
+                             "/api/sample/control")  # fmt: skip
         model = catalog.model(body.run)
-        return submitted(queue, queue.submit(sample_work(model, request), request.n))
+        job = queue.submit(sample_work(model, request), request.n)
+        return submitted(queue, job, no_control_note(summary))
 
     @app.post("/api/inpaint")
     def inpaint(
@@ -181,9 +207,13 @@ def add_job_routes(app: FastAPI, catalog: RunCatalog, queue: JobQueue) -> None:
     ) -> JSONResponse:  # fmt: skip
         summary = catalog.summary(catalog.get(run))
         shape = tuple(summary["sample_shape"])
-        for name, value, high in (("n", n, MAX_FILLS), ("steps", steps, MAX_STEPS),
-                                  ("jump_length", jump_length, MAX_STEPS), ("resamples", resamples, 50)):
-            check_range(name, value, 1, high)  # fmt: skip
+        for name, value, high in (
+            ("n", n, MAX_FILLS),
+            ("steps", steps, MAX_STEPS),
+            ("jump_length", jump_length, MAX_STEPS),
+            ("resamples", resamples, 50),
+        ):
+            check_range(name, value, 1, high)
         check_range("seed", seed, 0, 2**31 - 1)
         check_range("network calls (steps × resamples)", steps * resamples, 1, MAX_REPAINT_CALLS)
         check_label(label, summary.get("num_classes"), 1.0)
@@ -231,14 +261,21 @@ def picked_image(
     if real is None:
         raise BadRequest("pick a real image or upload one")
     check_range("real image", real, 0, REAL_IMAGES - 1)
+    return real_images(catalog, run)[real : real + 1]
+
+
+def real_images(catalog: RunCatalog, run_id: str) -> Tensor:
+    """The run's first REAL_IMAGES test images, or a 400 saying why there are none."""
     try:
-        return catalog.real_images(run, REAL_IMAGES)[real : real + 1]
+        return catalog.real_images(run_id, REAL_IMAGES)
     except (OSError, RuntimeError, ValueError) as err:
         raise BadRequest(f"no real images for this run ({' '.join(str(err).split())})") from None
 
 
-def submitted(queue: JobQueue, job: Job) -> JSONResponse:
-    return JSONResponse({"job": job.job_id, "position": queue.position(job)})
+def submitted(queue: JobQueue, job: Job, note: str | None = None) -> JSONResponse:
+    """A queued job's id and position (and a note the page shows, when there is one)."""
+    found = {"job": job.job_id, "position": queue.position(job)}
+    return JSONResponse(found if note is None else {**found, "note": note})
 
 
 async def event_stream(queue: JobQueue, job: Job) -> AsyncIterator[str]:
@@ -261,3 +298,42 @@ async def event_stream(queue: JobQueue, job: Job) -> AsyncIterator[str]:
     finally:
         if not job.finished:
             queue.cancel(job)
+
+
+def add_control_routes(app: FastAPI, catalog: RunCatalog, queue: JobQueue) -> None:
+    """A control run's samples with a control image, and the controls of its real test images."""
+
+    @app.post("/api/sample/control")
+    def sample_control(
+        form: Annotated[ControlSampleForm, Form()], control: Annotated[UploadFile | None, File()] = None
+    ) -> JSONResponse:
+        summary = catalog.summary(catalog.get(form.run))
+        request = sample_request(form, summary)
+        image = picked_control(catalog, summary, control, form.control_real, form.control_scale)
+        request = dataclasses.replace(request, control=image, control_scale=form.control_scale)
+        return submitted(queue, queue.submit(sample_work(catalog.model(form.run), request), request.n))
+
+    @app.get("/api/runs/{run_id}/control/{index}.png")
+    def control_of_real(run_id: str, index: int) -> Response:
+        summary = catalog.summary(catalog.get(run_id))
+        kind = computed_kind(summary)
+        check_range("index", index, 0, REAL_IMAGES - 1)
+        control = make_control(kind, real_images(catalog, run_id)[index : index + 1])
+        return Response(control_png(control), media_type="image/png")
+
+
+def picked_control(
+    catalog: RunCatalog, summary: dict, upload: UploadFile | None, real: int | None, scale: float | None
+) -> Tensor:
+    """The control image of a request, (1, C, H, W) in [-1, 1]: an upload (or drawing), else the control
+    of real test image ``real``; exactly one of them, for a control run, with a scale for a ControlNet's."""
+    given = upload is not None and bool(upload.filename)
+    check_control_request(summary, given=given or real is not None, scale=scale)
+    if given == (real is not None):
+        raise BadRequest("give one control image: upload or draw one, or pick a real image's control "
+                         "(control_real); to sample without control use /api/sample")  # fmt: skip
+    if given:
+        return uploaded_control(read_upload(upload), upload.filename[:80], summary)
+    kind = computed_kind(summary)  # as ddpm eval computes the controls of held-out images
+    check_range("control_real", real, 0, REAL_IMAGES - 1)
+    return make_control(kind, real_images(catalog, summary["id"])[real : real + 1])

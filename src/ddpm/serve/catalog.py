@@ -23,6 +23,7 @@ from ddpm.data import load_dataset
 from ddpm.diffusion.samplers import SAMPLERS
 from ddpm.model import DiffusionModel, SamplingConfig
 from ddpm.rundir import RunDir, checkpoint_step, read_checkpoint_meta
+from ddpm.serve.controls import control_summary
 
 SEARCH_DEPTH = 2  # runs are looked for in the folder, its children and grandchildren
 MAX_RUNS = 200  # more than this many runs in one folder: the first ones, by name
@@ -137,6 +138,7 @@ class RunCatalog:
             "samplers": list(SAMPLERS),
             "has_curves": any("loss" in r for r in log) or self.file(entry.run_id, CURVES_NAME) is not None,
             "poster": self.poster_kind(entry.run_id),
+            "control": control_summary(config, self.root),  # None unless a ControlNet or concat run
         }
 
     def summaries(self) -> list[dict[str, Any]]:

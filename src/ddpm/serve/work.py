@@ -101,19 +101,29 @@ class SampleRequest:
     seed: int
     label: int | None  # None: a conditional run cycles through its classes
     guidance: float
+    control: Tensor | None = None  # a control run's control image (1, C, H, W) in [-1, 1]; None: dropped
+    control_scale: float | None = None  # a ControlNet's strength; None: its default, 1 (as trained)
 
 
 def sample_work(model: DiffusionModel, request: SampleRequest) -> Work:
-    """The job body that draws ``request.n`` images in one batch (so every frame shows them all)."""
+    """The job body that draws ``request.n`` images in one batch (so every frame shows them all); with a
+    control image, every image gets it (as ``ddpm sample --control`` given it ``n`` times), and a first
+    ``control`` event shows it."""
 
     def work(job: Job) -> bytes:
         labels = model.default_labels(request.n) if request.label is None else request.label
         if request.guidance != 1 and labels is None:
             raise ValueError("guidance needs a class-conditional run; leave it at 1")
+        control = {}
+        if request.control is not None:
+            job.emit({"type": "control", "image": data_url(grid_png(request.control))})
+            control["control"] = request.control.repeat(request.n, 1, 1, 1)
+        if request.control_scale is not None:
+            control["control_scale"] = request.control_scale
         stepper = Stepper(job, request.steps)
         samples = model.sample(
             request.n, sampler=request.sampler, steps=request.steps, seed=request.seed, labels=labels,
-            guidance=request.guidance, batch_size=request.n, callback=stepper,
+            guidance=request.guidance, batch_size=request.n, callback=stepper, **control,
         )  # fmt: skip
         return grid_png(samples)
 
