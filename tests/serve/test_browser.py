@@ -1,8 +1,10 @@
 """``ddpm serve`` end to end in a real headless browser (Debian's chromium and chromedriver, driven by
 Selenium): pick a run, sample, see frames before the grid, download the PNG, paint a mask and inpaint,
-and see the error for a bad upload. Skipped where chromium is absent; .ci/run installs it.
+and see the error for a bad upload; sample a ControlNet run from a real image's control and from a
+drawing. Skipped where chromium is absent; .ci/run installs it.
 
-``DDPM_SERVE_SCREENSHOT=docs/img/serve.png pytest tests/serve/test_browser.py`` also keeps the screenshot.
+``DDPM_SERVE_SCREENSHOT=docs/img/serve.png pytest tests/serve/test_browser.py`` also keeps the screenshot
+(``DDPM_SERVE_CONTROL_SCREENSHOT=FILE.png`` the control run's).
 """
 
 from __future__ import annotations
@@ -136,3 +138,57 @@ def test_the_page_samples_inpaints_and_reports_a_bad_upload(
     assert not browser.get_log("browser") or all(
         "notes.txt" in entry["message"] or "400" in entry["message"] for entry in browser.get_log("browser")
     )
+
+
+def image_shown(driver: webdriver.Chrome, element_id: str) -> bool:
+    return driver.execute_script(f"return document.getElementById('{element_id}').naturalWidth") > 0
+
+
+def sample_with_control(driver: webdriver.Chrome, done: int) -> None:
+    """Press Sample and wait for the ``done``-th finished job: 4 images, the control shown beside them."""
+    driver.find_element(By.ID, "sample-button").click()
+    wait(
+        driver,
+        lambda d: [e["type"] for e in d.execute_script("return window.ddpmEvents")].count("done") == done,
+    )
+    assert driver.find_element(By.ID, "sample-error").text == ""
+    assert driver.find_element(By.ID, "sample-status").text == "done: 4 images"
+    wait(driver, lambda d: image_shown(d, "sample-result") and image_shown(d, "sample-control"), 30)
+    assert driver.find_element(By.ID, "control-figure").is_displayed()
+
+
+def test_the_page_samples_a_control_run_from_a_real_images_control_and_from_a_drawing(
+    browser: webdriver.Chrome, control_live_server: tuple[str, JobQueue]
+) -> None:
+    url, _ = control_live_server
+    open_page(browser, url, "canny")
+    assert "ControlNet, Canny edges, over base base" in browser.find_element(By.ID, "run-info").text
+    assert browser.find_element(By.ID, "control-note").text.startswith("No control image: Sample draws with")
+    first = "return document.querySelector('#control-reals img')?.naturalWidth"
+    wait(browser, lambda d: (d.execute_script(first) or 0) > 0, 30)
+    browser.find_element(By.CSS_SELECTOR, "#control-reals img").click()
+    assert (
+        browser.find_element(By.ID, "control-note").text == "Control: the Canny edges of real test image 0."
+    )
+    browser.execute_script("const s = document.getElementById('control-scale'); s.value = '0.5';"
+                           "s.dispatchEvent(new Event('input'));")  # fmt: skip
+    assert browser.find_element(By.ID, "control-scale-value").text == "0.5"
+    set_value(browser, "steps", 8)
+    set_value(browser, "n", 4)
+    sample_with_control(browser, done=1)
+    real_control = browser.find_element(By.ID, "sample-control").get_attribute("src")
+    canvas = browser.find_element(By.ID, "control-canvas")
+    ActionChains(browser).move_to_element_with_offset(canvas, -80, 0).click_and_hold().move_by_offset(
+        160, 0).release().perform()  # fmt: skip
+    assert browser.find_element(By.ID, "control-note").text.startswith("Control: your drawing")
+    sample_with_control(browser, done=2)
+    assert browser.find_element(By.ID, "sample-control").get_attribute("src") != real_control  # the drawing
+    if os.environ.get("DDPM_SERVE_CONTROL_SCREENSHOT"):
+        browser.save_screenshot(os.environ["DDPM_SERVE_CONTROL_SCREENSHOT"])
+    errors = [
+        e for e in browser.get_log("browser") if e["level"] == "SEVERE" and "favicon" not in e["message"]
+    ]
+    assert not errors
+    Select(browser.find_element(By.ID, "run")).select_by_visible_text("mask-concat")
+    wait(browser, lambda d: "concat run, foreground mask" in d.find_element(By.ID, "run-info").text, 30)
+    assert not browser.find_element(By.ID, "control-scale-label").is_displayed()  # a concat run has no scale

@@ -37,7 +37,8 @@ from ddpm.serve.jobs import Job, JobQueue, QueueFull
 from ddpm.serve.uploads import MAX_REQUEST_BYTES, MAX_UPLOAD_BYTES, UploadError, image_tensor, mask_tensor
 from ddpm.serve.work import InpaintRequest, SampleRequest, grid_png, inpaint_work, sample_work
 
-STATIC = {"app.js": "text/javascript", "style.css": "text/css", "index.html": "text/html"}
+STATIC = {"app.js": "text/javascript", "control.js": "text/javascript", "style.css": "text/css",
+          "index.html": "text/html"}  # fmt: skip
 MAX_IMAGES = 64  # images per sampling job
 MAX_FILLS = 16  # fills per inpainting job
 MAX_STEPS = 1000
@@ -207,12 +208,8 @@ def add_job_routes(app: FastAPI, catalog: RunCatalog, queue: JobQueue) -> None:
     ) -> JSONResponse:  # fmt: skip
         summary = catalog.summary(catalog.get(run))
         shape = tuple(summary["sample_shape"])
-        for name, value, high in (
-            ("n", n, MAX_FILLS),
-            ("steps", steps, MAX_STEPS),
-            ("jump_length", jump_length, MAX_STEPS),
-            ("resamples", resamples, 50),
-        ):
+        limits = (("n", n, MAX_FILLS), ("steps", steps, MAX_STEPS), ("jump_length", jump_length, MAX_STEPS))
+        for name, value, high in (*limits, ("resamples", resamples, 50)):
             check_range(name, value, 1, high)
         check_range("seed", seed, 0, 2**31 - 1)
         check_range("network calls (steps × resamples)", steps * resamples, 1, MAX_REPAINT_CALLS)

@@ -1,7 +1,7 @@
 // ddpm serve: the page's behaviour. Plain JS, no libraries, nothing loaded from elsewhere.
 "use strict";
 const $ = (id) => document.getElementById(id);
-const state = { runs: [], run: null, real: null, painted: false };
+const state = { runs: [], run: null, real: null, painted: false, control: null };
 window.ddpmEvents = []; // what the page has received, in order (read by the browser tests)
 
 async function api(url, options) {
@@ -40,6 +40,7 @@ function showInfo(run) {
     ["classes", run.num_classes ?? "unconditional"], ["own sampler", `${run.sampler}, ${run.steps} steps`],
     ["quality", quality || "not evaluated (ddpm eval, or run.eval_every)"],
   ];
+  if (run.control) rows.push(["control", describeControl(run.control)]);
   for (const [key, value] of rows) {
     const dt = document.createElement("dt"); dt.textContent = key;
     const dd = document.createElement("dd"); dd.textContent = value;
@@ -64,6 +65,7 @@ function chooseRun(id) {
   showTraining(run);
   showRealImages(run);
   clearMask();
+  showControl(run);
 }
 
 function showTraining(run) {
@@ -157,6 +159,11 @@ function follow(job, ui) {
     const on = (type, handle) => source.addEventListener(type, (e) => { log(type); handle(JSON.parse(e.data)); });
     on("queued", (d) => { $(ui.status).textContent = d.position > 0 ? `queued: position ${d.position}` : "running"; });
     on("progress", (d) => { $(ui.bar).value = d.step / d.total; $(ui.status).textContent = `step ${d.step}/${d.total}`; });
+    on("control", (d) => {
+      if (!ui.control) return;
+      $(ui.control).src = d.image;
+      $(ui.controlFigure).hidden = false;
+    });
     on("frame", (d) => {
       $(ui.frame).src = d.x_t;
       if (ui.x0 && d.x0) $(ui.x0).src = d.x0;
@@ -182,7 +189,8 @@ async function submit(url, options, ui) {
   $(ui.bar).value = 0;
   $(ui.button).disabled = true;
   try {
-    const { job, position } = await api(url, options);
+    const { job, position, note } = await api(url, options);
+    if (ui.note && note) $(ui.note).textContent = note;
     $(ui.status).textContent = position > 1 ? `queued: position ${position}` : "starting";
     await follow(job, ui);
   } catch (err) {
@@ -194,18 +202,22 @@ async function submit(url, options, ui) {
 }
 
 const sampleUi = { status: "sample-status", bar: "sample-progress", error: "sample-error", frame: "frame-xt",
-  x0: "frame-x0", step: "frame-step", result: "sample-result", download: "sample-download", button: "sample-button" };
+  x0: "frame-x0", step: "frame-step", result: "sample-result", download: "sample-download", button: "sample-button",
+  control: "sample-control", controlFigure: "control-figure", note: "control-note" };
 const inpaintUi = { status: "inpaint-status", bar: "inpaint-progress", error: "inpaint-error", frame: "inpaint-frame",
   result: "inpaint-result", download: "inpaint-download", button: "inpaint-button" };
 
-function sample(event) {
+async function sample(event) {
   event.preventDefault();
   const label = $("label").value;
   const body = {
     run: state.run.id, sampler: $("sampler").value, steps: Number($("steps").value), seed: Number($("seed").value),
     n: Number($("n").value), label: label === "" ? null : Number(label), guidance: Number($("guidance").value || 1),
   };
-  submit("/api/sample", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) }, sampleUi);
+  $("control-figure").hidden = true;
+  const form = await controlForm(body); // a control run with a control image
+  if (form) return submit("/api/sample/control", { method: "POST", body: form }, sampleUi);
+  return submit("/api/sample", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) }, sampleUi);
 }
 
 async function inpaint(event) {
@@ -229,5 +241,6 @@ document.addEventListener("DOMContentLoaded", () => {
   $("inpaint-form").addEventListener("submit", inpaint);
   $("upload").addEventListener("change", pickUpload);
   setUpPainter();
+  setUpControl();
   loadRuns();
 });
