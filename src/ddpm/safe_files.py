@@ -234,23 +234,23 @@ def cached_tensor(
     foreign file is computed again and replaced; a cache that cannot be written only costs the time.
     ``log`` gets one line whenever the cache is read, refused or not written; ``what`` names the tensor
     there ("12 canny controls")."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
     from safetensors.torch import save
 
     path = Path(path)
     if path.is_file():
         try:
-            read_safetensors_header(path)
+            read_safetensors_header(path)  # checked before safetensors parses it; then opened once
             with safe_open(path, framework="pt") as file:
-                stored_key = (file.metadata() or {}).get("key")
-            # the key first: a foreign file's tensors are never loaded
-            tensors = load_safetensors(path) if stored_key == key else {}
-        except (UnsafeFileError, OSError, ValueError) as err:
+                # the key first: a foreign file's tensors are never loaded
+                mine = (file.metadata() or {}).get("key") == key and set(file.keys()) == {name}
+                value = file.get_tensor(name) if mine else None
+        except (UnsafeFileError, SafetensorError, OSError, ValueError) as err:
             log(f"cache {path} is unreadable ({err}); computing the {what} again")
         else:
-            if set(tensors) == {name} and fits(tensors[name]):
+            if value is not None and fits(value):
                 log(f"read {what} from the cache {path}")
-                return tensors[name]
+                return value
             log(f"cache {path} holds other {name}; computing the {what} again")
     value = compute()
     try:

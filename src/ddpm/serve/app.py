@@ -312,10 +312,7 @@ def add_control_routes(app: FastAPI, catalog: RunCatalog, queue: JobQueue) -> No
 
     @app.get("/api/runs/{run_id}/control/{index}.png")
     def control_of_real(run_id: str, index: int) -> Response:
-        summary = catalog.summary(catalog.get(run_id))
-        kind = computed_kind(summary)
-        check_range("index", index, 0, REAL_IMAGES - 1)
-        control = make_control(kind, real_images(catalog, run_id)[index : index + 1])
+        control = real_control(catalog, catalog.summary(catalog.get(run_id)), index, "index")
         return Response(control_png(control), media_type="image/png")
 
 
@@ -331,6 +328,12 @@ def picked_control(
                          "(control_real); to sample without control use /api/sample")  # fmt: skip
     if given:
         return uploaded_control(read_upload(upload), upload.filename[:80], summary)
-    kind = computed_kind(summary)  # as ddpm eval computes the controls of held-out images
-    check_range("control_real", real, 0, REAL_IMAGES - 1)
-    return make_control(kind, real_images(catalog, summary["id"])[real : real + 1])
+    return real_control(catalog, summary, real, "control_real")
+
+
+def real_control(catalog: RunCatalog, summary: dict, index: int, name: str) -> Tensor:
+    """The control of real test image ``index`` (the request's field ``name``) by the run's own control
+    function, as ddpm eval computes the controls of held-out images."""
+    kind = computed_kind(summary)
+    check_range(name, index, 0, REAL_IMAGES - 1)
+    return make_control(kind, real_images(catalog, summary["id"])[index : index + 1])
