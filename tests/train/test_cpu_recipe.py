@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -50,7 +51,8 @@ def test_time_goes_20_percent_to_the_autoencoder_and_what_is_left_to_latent_diff
     assert split_time(0) == (0.0, 0.0)  # no --time: each stage trains its steps
     assert split_time(600) == (120.0, 480.0)
     assert split_time(600, autoencoder_s=60) == (120.0, 540.0)  # an autoencoder done early leaves more
-    assert split_time(600, autoencoder_s=200) == (120.0, 480.0)  # one that overran still leaves 80%
+    assert split_time(600, autoencoder_s=200) == (120.0, 400.0)  # --time is the command's wall time
+    assert split_time(600, autoencoder_s=700) == (120.0, 1.0)  # never 0, which would mean no budget
 
 
 def test_set_keys_go_to_the_stage_whose_tables_they_name():
@@ -108,10 +110,12 @@ class FakeTrain:
 
     def __init__(self, seconds: float | None = None) -> None:
         self.calls: list[tuple[Path, object]] = []
+        self.deadlines: list[float | None] = []
         self.seconds = seconds
 
     def __call__(self, config, run_dir, **kwargs) -> TrainResult:
         self.calls.append((Path(run_dir), config))
+        self.deadlines.append(kwargs.get("deadline"))
         Path(run_dir).mkdir(parents=True, exist_ok=True)
         (Path(run_dir) / "config.toml").write_text("")
         seconds = config.run.time_budget_s if self.seconds is None else self.seconds
@@ -132,6 +136,8 @@ def test_time_is_split_and_the_second_stage_is_the_latent_run_of_the_first(tmp_p
     assert second_dir == out and 480 < second.run.time_budget_s <= 600  # the autoencoder took ~0 s here
     assert second.latent.autoencoder == str(out / "autoencoder") and second.data.image_size == 96
     assert first.model.image_size == 96 and second.model.image_size == 12
+    # the latent run must end 10 min after the command began, its encoding included
+    assert fake.deadlines[0] is None and 0 < fake.deadlines[1] - time.perf_counter() <= 600
 
 
 def test_resume_leaves_an_autoencoder_alone_once_latent_diffusion_has_started(tmp_path, monkeypatch):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -122,8 +123,11 @@ def train(
     overwrite: bool = False,
     force: bool = False,
     log: Any = print,
+    deadline: float | None = None,
 ) -> TrainResult:
     """Train ``config`` into ``run_dir``; with ``resume`` continue from its newest valid checkpoint.
+    ``deadline`` (a ``time.perf_counter()`` value) also stops training then, the time spent preparing
+    the data (a latent run's encoding) included: the two-stage CPU recipe's ``--time`` is wall time.
 
     Launched by torchrun, this joins the process group, trains with DistributedDataParallel and
     leaves the group on return, error or signal.
@@ -154,6 +158,8 @@ def train(
         if isinstance(dataset, LatentData):  # every rank encodes its part of the images, and gets all
             dataset = encode_dataset(dataset, ctx, mirrored=config.data.random_flip,
                                      log=log if ctx.is_main else lambda _: None)  # fmt: skip
+        if deadline is not None:
+            config = _until(config, deadline)
         make_previews = ReconstructionPreviews if config.is_autoencoder else Previews
         previews = make_previews(config, dataset, run_dir) if ctx.is_main else None
         evaluate = None
@@ -166,6 +172,13 @@ def train(
                 config, dataset, run_dir, resume_from=checkpoint, stop=stop, previews=previews,
                 evaluate=evaluate, dist=ctx,
             )  # fmt: skip
+
+
+def _until(config: TrainConfig, deadline: float) -> TrainConfig:
+    """``config`` with its time budget cut to end at ``deadline`` (at least a millisecond: 0 means none)."""
+    left = max(deadline - time.perf_counter(), 1e-3)
+    budget = min(config.run.time_budget_s, left) if config.run.time_budget_s else left
+    return dataclasses.replace(config, run=dataclasses.replace(config.run, time_budget_s=budget))
 
 
 def _join(
