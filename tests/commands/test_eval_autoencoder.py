@@ -15,6 +15,7 @@ import torch
 
 from ddpm.cli import main
 from ddpm.command_support import open_autoencoder
+from ddpm.commands.eval import reconstruction as reconstruction_command
 from ddpm.data import load_dataset
 from ddpm.eval import real_floor
 from ddpm.eval.reference import REFERENCE_SUBSET_SEED, subset_index
@@ -121,9 +122,33 @@ def test_a_posterior_sample_is_seeded_per_image(autoencoder_run, tmp_path, quiet
     assert whole["metrics"]["psnr"] != mean["metrics"]["psnr"]
 
 
+def test_feature_net_none_scores_pixels_alone_without_a_feature_network(
+    autoencoder_run, tmp_path, quiet_cache, capsys, monkeypatch
+):
+    full = _eval(autoencoder_run, tmp_path / "full.json")
+    out = tmp_path / "pixels.json"
+
+    def no_features(*args, **kwargs):
+        raise AssertionError("--feature-net none must not build a feature network")
+
+    monkeypatch.setattr(reconstruction_command, "prepare_real", no_features)
+    assert main(["eval", str(autoencoder_run), "--n", str(N), "--feature-net", "none", "--device", "cpu",
+                 "--json", str(out)]) == 0  # fmt: skip
+    pixels = json.loads(out.read_text())
+    assert pixels["fd"] is False and full["fd"] is True and pixels["floor"] is None
+    assert set(pixels["metrics"]) == {"n", "psnr", "mse", "l1", "seconds"}
+    for key in ("psnr", "mse", "l1"):  # the same images, reconstructed the same way
+        assert pixels["metrics"][key] == pytest.approx(full["metrics"][key], rel=1e-9)
+    assert pixels["latent_stats"] == full["latent_stats"]
+    assert "no fd, no floor" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
+        (["--feature-net", "none", "--metrics", "fd", "kid"],
+         r"^--metrics fd kid needs a feature network; --feature-net none scores PSNR, MSE and L1 only "
+         r"\(leave --metrics out\)$"),
         (["--sampler", "ddim"], r"^--sampler: sampler flags do not apply to an autoencoder run \('.*run'\), "
                                 r"which draws no samples; ddpm eval measures its reconstructions$"),
         (["--steps", "4", "--eta", "0.5"], r"^--steps, --eta: sampler flags do not apply to an autoencoder"),

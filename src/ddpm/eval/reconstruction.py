@@ -10,6 +10,7 @@ reference, the FD that sampling noise alone gives at this n.
     reconstruct             encode (posterior mean, or a seeded sample) → decode → clamp; timed
     Reconstructions         originals, reconstructions, latents: PSNR, MSE, L1, per-channel latent stats
     score_reconstructions   the metrics, the sample-quality scores of the reconstructions and the floor
+    pixel_reconstructions   the metrics alone, for data no feature network fits (``--feature-net none``)
 """
 
 from __future__ import annotations
@@ -103,8 +104,7 @@ def score_reconstructions(
     its train images; None without floor data, when it holds fewer than n images or is the scored data set
     itself) and ``latent_stats``."""
     dataset, n = evaluation.dataset, evaluation.reference.features.shape[0]
-    originals = dataset.batch(subset_index(len(dataset), n, REFERENCE_SUBSET_SEED))
-    found = reconstruct(codec, originals, batch_size=batch_size, sample_posterior=sample_posterior, seed=seed)
+    found = _reconstruct_subset(codec, dataset, n, batch_size, sample_posterior, seed)
     metrics = found.metrics()
     metrics.update(score(evaluation, found.images, batch_size=batch_size, seed=seed, progress=progress))
     floor = None
@@ -113,3 +113,25 @@ def score_reconstructions(
         real = floor_data.batch(subset_index(len(floor_data), n, seed))
         floor = score(evaluation, real, batch_size=batch_size, seed=seed, progress=progress)
     return {"metrics": metrics, "floor": floor, "latent_stats": found.latent_stats()}
+
+
+def pixel_reconstructions(
+    codec: LatentCodec,
+    dataset: Dataset,
+    n: int,
+    *,
+    batch_size: int = 256,
+    sample_posterior: bool = False,
+    seed: int = 0,
+) -> dict[str, object]:
+    """:func:`score_reconstructions` without a feature network: PSNR, MSE, L1 and the seconds of the same
+    ``n`` images (the seeded subset every evaluation scores), no FD and no floor."""
+    found = _reconstruct_subset(codec, dataset, n, batch_size, sample_posterior, seed)
+    return {"metrics": found.metrics(), "floor": None, "latent_stats": found.latent_stats()}
+
+
+def _reconstruct_subset(
+    codec: LatentCodec, dataset: Dataset, n: int, batch_size: int, sample_posterior: bool, seed: int
+) -> Reconstructions:
+    originals = dataset.batch(subset_index(len(dataset), n, REFERENCE_SUBSET_SEED))
+    return reconstruct(codec, originals, batch_size=batch_size, sample_posterior=sample_posterior, seed=seed)
