@@ -7,7 +7,9 @@ the situation of the issue; ``ddpm-auto``: a digits run in auto mode, a neighbou
 Modes: ``auto`` (``run.num_threads = 0``, the default: the thread governor of ddpm.train.threads)
 against ``pinned2`` (``run.num_threads = 2``, what auto did before) and ``pinned1``. img/s is the
 median over the log's intervals after the first (the steady state, after the governor's switch).
-Slowdown = alone (best mode) / beside the neighbour. The machine must be otherwise idle.
+Slowdown = alone (best mode) / beside the neighbour. The machine must be otherwise idle. The neighbour
+shares this script's session unless ``--own-session`` (a job from another terminal): with Linux's
+autogroup on, the scheduler shares the CPU per thread within a session and per session across them.
 
     python benchmarks/busy_neighbour.py --presets swissroll,digits,mnist --seconds 30
 """
@@ -63,11 +65,14 @@ def train(preset: str, mode: str, seconds: float, out: Path) -> dict:
     }
 
 
-def measure(presets: list[str], modes: list[str], seconds: float, neighbour: str | None, out: Path) -> list:
+def measure(
+    presets: list[str], modes: list[str], seconds: float, neighbour: str | None, out: Path, own_session: bool
+) -> list:
     process = None
     if neighbour:
         command = [part.replace("{out}", str(out)) for part in NEIGHBOURS[neighbour]]
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   start_new_session=own_session)  # fmt: skip
         time.sleep(8)  # its start-up (imports, data) over: it is busy when ours starts
     try:
         rows = []
@@ -91,13 +96,17 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0, help="training seconds per run")
     parser.add_argument("--neighbour", choices=sorted(NEIGHBOURS), default="matmul")
     parser.add_argument("--out", type=Path, default=Path("/tmp/busy_neighbour"))
+    parser.add_argument("--own-session", action="store_true",
+                        help="start the neighbour in its own session, as a job from another terminal is "
+                             "(with autogroup on, CPU is shared per session, not per thread)")  # fmt: skip
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     presets, modes = args.presets.split(","), args.modes.split(",")
-    rows = measure(presets, modes, args.seconds, None, args.out)
-    rows += measure(presets, modes, args.seconds, args.neighbour, args.out)
+    rows = measure(presets, modes, args.seconds, None, args.out, False)
+    rows += measure(presets, modes, args.seconds, args.neighbour, args.out, args.own_session)
     (args.out / "results.json").write_text(json.dumps({"machine": machine_facts(), "rows": rows}, indent=1))
-    print(f"\n{machine_facts()['cpu']}, {args.seconds:g} s per run, neighbour: {args.neighbour}")
+    session = "its own session" if args.own_session else "this session"
+    print(f"\n{machine_facts()['cpu']}, {args.seconds:g} s per run, neighbour: {args.neighbour} in {session}")
     print(
         "| preset | mode | alone img/s | beside neighbour img/s | slowdown vs best alone | threads at end |"
     )
