@@ -194,8 +194,9 @@ def add_eval(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--batch-size", type=int, default=256)
     evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     evaluate.add_argument("--data-root")
-    evaluate.add_argument("--feature-net", default="auto", help="auto, classifier, inception or coords; none "
-                          "scores an autoencoder run by PSNR, MSE and L1 alone (no FD, no floor)")  # fmt: skip
+    evaluate.add_argument("--feature-net", default="auto",
+                          help="auto, classifier, inception or coords; none scores an autoencoder run by "
+                               "PSNR, MSE and L1 alone (no FD, no floor)")  # fmt: skip
     evaluate.add_argument("--inception-weights", metavar="FILE.safetensors",
                           help="the FID Inception-v3 weights, converted once from the released .pth with "
                           "`python -m ddpm.eval.inception convert IN.pth OUT.safetensors`")  # fmt: skip
