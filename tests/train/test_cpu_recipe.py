@@ -49,10 +49,10 @@ def newest_step(run_dir: Path) -> int:
 
 def test_time_goes_20_percent_to_the_autoencoder_and_what_is_left_to_latent_diffusion():
     assert split_time(0) == (0.0, 0.0)  # no --time: each stage trains its steps
-    assert split_time(600) == (120.0, 480.0)
-    assert split_time(600, autoencoder_s=60) == (120.0, 540.0)  # an autoencoder done early leaves more
-    assert split_time(600, autoencoder_s=200) == (120.0, 400.0)  # --time is the command's wall time
-    assert split_time(600, autoencoder_s=700) == (120.0, 1.0)  # never 0, which would mean no budget
+    assert split_time(600) == (240.0, 360.0)
+    assert split_time(600, autoencoder_s=60) == (240.0, 540.0)  # an autoencoder done early leaves more
+    assert split_time(600, autoencoder_s=300) == (240.0, 300.0)  # --time is the command's wall time
+    assert split_time(600, autoencoder_s=700) == (240.0, 1.0)  # never 0, which would mean no budget
 
 
 def test_set_keys_go_to_the_stage_whose_tables_they_name():
@@ -129,11 +129,11 @@ def test_time_is_split_and_the_second_stage_is_the_latent_run_of_the_first(tmp_p
     status, said, err = train_cli(capsys, folder, out, "--time", "10m")
     assert status == 0, err
     assert said.startswith(
-        "CPU recipe for 96 px images: autoencoder f=8 (2 min) then latent diffusion (8 min);"
+        "CPU recipe for 96 px images: autoencoder f=8 (4 min) then latent diffusion (6 min);"
     )
     (first_dir, first), (second_dir, second) = fake.calls
-    assert first_dir == out / "autoencoder" and first.run.time_budget_s == 120
-    assert second_dir == out and 480 < second.run.time_budget_s <= 600  # the autoencoder took ~0 s here
+    assert first_dir == out / "autoencoder" and first.run.time_budget_s == 240
+    assert second_dir == out and 360 < second.run.time_budget_s <= 600  # the autoencoder took ~0 s here
     assert second.latent.autoencoder == str(out / "autoencoder") and second.data.image_size == 96
     assert first.model.image_size == 96 and second.model.image_size == 12
     # the latent run must end 10 min after the command began, its encoding included
@@ -163,7 +163,7 @@ def test_resume_leaves_an_autoencoder_alone_once_latent_diffusion_has_started(tm
 
 def test_a_signal_in_the_first_stage_stops_before_the_second(tmp_path, capsys, monkeypatch):
     folder, out = image_folder(tmp_path / "photos", 64, count=1), tmp_path / "run"
-    fake = FakeTrain(seconds=5.0)  # stopped early, long before its 120 s
+    fake = FakeTrain(seconds=5.0)  # stopped early, long before its 240 s
     monkeypatch.setattr(cpu_recipe, "train", fake)
     status, said, _ = train_cli(capsys, folder, out, "--time", "10m")
     assert status == 0 and len(fake.calls) == 1

@@ -175,7 +175,7 @@ def autoencoder_cpu(spec: str, size: int) -> TrainConfig:
     """The CPU recipe's first stage for images of 64 px and more (issue 20): an f=8 autoencoder of RGB
     ``size``-px images (64 px → 4×8×8 latents), as ``--set model.downsample_factor=8`` makes of
     autoencoder-cifar10. Its step count is an upper bound: ``--time`` stops it at its share (on 64 px
-    images, the 6 minutes of a 30-minute run on 2 cores trained 262 steps: RESULTS.md)."""
+    images, the 12 minutes of a 30-minute run on 2 cores trained 666 steps: RESULTS.md)."""
     config = _autoencoder(spec, _ae((32, 64, 64, 64), size, 3), 3000, 32, True)
     return replace(config, data=replace(config.data, image_size=size))
 
@@ -184,7 +184,7 @@ def latent_cpu(spec: str, size: int) -> TrainConfig:
     """The CPU recipe's second stage: latent-cifar10's U-Net on the f=8 latents of ``size``-px images, one
     more level where the latent grid halves twice to at least 4×4 (16×16 from 128 px). Its step count is
     an upper bound: the two-stage recipe is meant to run with --time, which stops each stage at its share
-    (on 64 px images, the 21.8 minutes of a 30-minute run on 2 cores trained 12,128 steps: RESULTS.md)."""
+    (on 64 px images, the 15.5 minutes of a 30-minute run on 2 cores trained 10,298 steps: RESULTS.md)."""
     grid = size // 8
     mult = (1, 2, 2) if grid % 4 == 0 and grid >= 16 else (1, 2) if grid % 2 == 0 else (1,)
     config = _latent(spec, _latent_unet(grid, mult), 18_000, 64, True)
