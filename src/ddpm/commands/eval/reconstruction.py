@@ -72,31 +72,23 @@ def evaluate_autoencoder(
     dataset = load_dataset(run_data.spec, split=split, **real_data_options(run_data, data_root))
     _check_fits(codec, dataset, path)
     floor_split = "test" if split == "train" else "train"
-    if feature_net == NO_FEATURES:
+    features = feature_net != NO_FEATURES
+    if not features:
         if metrics:
             raise UsageError(f"--metrics {' '.join(metrics)} needs a feature network; --feature-net none "
                              "scores PSNR, MSE and L1 only (leave --metrics out)")  # fmt: skip
         found = pixel_reconstructions(codec, dataset, min(n, len(dataset)), batch_size=batch_size,
                                       sample_posterior=sample_posterior, seed=seed)  # fmt: skip
-        return _report(path, meta["step"], run_data.spec, split, sample_posterior, codec, dataset, found,
-                       floor_split, features=False)  # fmt: skip
-    # The real data first: a bad --data, --split or --n fails before features are computed.
-    floor_data = load_dataset(run_data.spec, split=floor_split, **real_data_options(run_data, data_root))
-    evaluation = prepare_real(run_data.spec, min(n, len(dataset)), run_data=run_data, root=data_root,
-                              metrics=metrics, split=split, feature_net=feature_net, dataset=dataset,
-                              inception_weights=inception_weights, device=target, batch_size=batch_size,
-                              progress=True)  # fmt: skip
-    found = score_reconstructions(codec, evaluation, floor_data, batch_size=batch_size,
-                                  sample_posterior=sample_posterior, seed=seed, progress=True)  # fmt: skip
-    return _report(path, meta["step"], run_data.spec, split, sample_posterior, codec, dataset, found,
-                   floor_split, features=True)  # fmt: skip
-
-
-def _report(
-    path: str | Path, step: int, spec: str, split: str, sample_posterior: bool, codec: LatentCodec,
-    dataset: Dataset, found: dict[str, Any], floor_split: str, *, features: bool,
-) -> dict[str, Any]:  # fmt: skip
-    return {"autoencoder": str(path), "step": step, "data": spec, "split": split,
+    else:
+        # The real data first: a bad --data, --split or --n fails before features are computed.
+        floor_data = load_dataset(run_data.spec, split=floor_split, **real_data_options(run_data, data_root))
+        evaluation = prepare_real(run_data.spec, min(n, len(dataset)), run_data=run_data, root=data_root,
+                                  metrics=metrics, split=split, feature_net=feature_net, dataset=dataset,
+                                  inception_weights=inception_weights, device=target, batch_size=batch_size,
+                                  progress=True)  # fmt: skip
+        found = score_reconstructions(codec, evaluation, floor_data, batch_size=batch_size, seed=seed,
+                                      sample_posterior=sample_posterior, progress=True)  # fmt: skip
+    return {"autoencoder": str(path), "step": meta["step"], "data": run_data.spec, "split": split,
             "weights": "ema", "latents": POSTERIOR[sample_posterior], "pixel_range": "[0, 1]",
             "downsample_factor": codec.downsample_factor,
             "latent_shape": list(codec.latent_shape(dataset.sample_shape)),
@@ -135,7 +127,7 @@ def format_reconstruction_table(report: dict[str, Any]) -> str:
         table(["latent channel", "mean", "std"], channels),
         f"encode + decode: {seconds:.3g} s ({count / max(seconds, 1e-9):.4g} images/s)",
     ]
-    if not report.get("fd", True):  # --feature-net none: no floor column either
+    if not report["fd"]:  # --feature-net none: no floor column either
         lines[1] = table(["metric", "reconstructions"], [(k, v[:1]) for k, v in rows if k != "seconds"])
         lines[2] = f"psnr (dB), mse and l1 (per pixel) of images in {report['pixel_range']}; no fd, no floor"
     elif report["floor"] is None:
